@@ -1,0 +1,211 @@
+"""The line protocol (DESIGN §2): bytes in, samples and per-line errors out.
+
+    line = [token "."] name ":" value "|" type ["|@" rate] ["|#" tags] ["|T" epoch]
+
+The parser never raises on input: every bad line becomes a ``LineError`` with a reason,
+and the other lines of the datagram are unaffected. It is the hot path of the daemon,
+so it makes one pass over the datagram, caches validated names, and builds one tuple
+per good line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Final, NamedTuple
+
+from protocol.names import COUNTER, VALUE, Kind, is_valid_name_bytes
+from protocol.tokens import TOKEN_LENGTH
+
+DEFAULT_MAX_LINE_LENGTH: Final = 4096
+FUTURE_TOLERANCE: Final = 300  # seconds a |T time may lie ahead of the clock
+ERROR_SAMPLE_LENGTH: Final = 120  # bytes of a bad line kept for the log
+
+
+class Reason(StrEnum):
+    """Why a line was dropped. The values are the self-metric label values."""
+
+    PARSE_ERROR = "parse_error"  # not name:value|type, or an unknown |field
+    BAD_NAME = "bad_name"
+    BAD_VALUE = "bad_value"  # not a finite number
+    UNKNOWN_TYPE = "unknown_type"  # e.g. StatsD sets (|s)
+    BAD_RATE = "bad_rate"  # not in (0, 1]
+    BAD_TIMESTAMP = "bad_timestamp"  # not an integer, or outside the accepted window
+    UNSUPPORTED = "unsupported"  # StatsD gauge deltas (+n|g, -n|g)
+    TOO_LONG = "too_long"
+    BAD_KEY = "bad_key"  # malformed, unknown or revoked token
+    NO_KEY = "no_key"  # --require-key and the line carries no token
+    KIND_CONFLICT = "kind_conflict"  # a counter sample for a value metric or vice versa
+    TOO_MANY_METRICS = "too_many_metrics"  # a new name past --max-metrics
+    OVERLOAD = "overload"  # past --max-pending-buckets
+
+
+class Sample(NamedTuple):
+    """One good line. ``timestamp`` is None for "now"; ``token`` is None if unkeyed."""
+
+    name: str
+    kind: Kind
+    value: float
+    rate: float
+    timestamp: int | None
+    token: str | None
+
+
+class LineError(NamedTuple):
+    reason: Reason
+    line: bytes  # the start of the bad line, for a log sample
+    detail: str
+
+
+class Parsed(NamedTuple):
+    samples: list[Sample]
+    errors: list[LineError]
+    tags_ignored: int  # good lines that carried DogStatsD |#tags (accepted, not stored)
+
+
+KIND_BY_TYPE: Final[dict[bytes, Kind]] = {
+    b"c": COUNTER,
+    b"v": VALUE,
+    b"g": VALUE,
+    b"ms": VALUE,
+    b"h": VALUE,
+    b"d": VALUE,
+}
+_NUMBER = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TOKEN = re.compile(rb"gf_[0-9A-Za-z]{32}")
+_NAME_CACHE_LIMIT: Final = 200_000
+
+
+class LineParser:
+    """Parses datagrams and TCP chunks. Holds only limits and a cache of good names."""
+
+    def __init__(
+        self, *, max_line_length: int = DEFAULT_MAX_LINE_LENGTH, max_age: int = 7 * 86400
+    ) -> None:
+        self.max_line_length = max_line_length
+        self.max_age = max_age  # seconds a |T time may lie in the past (raw retention)
+        # head (the bytes before ":") -> (token, name). Most traffic repeats a few
+        # thousand names, so validating and decoding each name once pays for itself.
+        self._heads: dict[bytes, tuple[str | None, str]] = {}
+
+    def parse(self, data: bytes, now: int) -> Parsed:
+        samples: list[Sample] = []
+        errors: list[LineError] = []
+        tagged = 0
+        heads = self._heads
+        kinds = KIND_BY_TYPE
+        max_len = self.max_line_length
+        isfinite = math.isfinite
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            if line[-1] == 13:  # "\r" of "\r\n"
+                line = line[:-1]
+                if not line:
+                    continue
+            if len(line) > max_len:
+                errors.append(_error(Reason.TOO_LONG, line, f"longer than {max_len} bytes"))
+                continue
+            head, colon, rest = line.partition(b":")
+            if not colon:
+                errors.append(_error(Reason.PARSE_ERROR, line, "expected name:value|type"))
+                continue
+            fields = rest.split(b"|")
+            if len(fields) < 2:
+                errors.append(_error(Reason.PARSE_ERROR, line, "expected name:value|type"))
+                continue
+            raw_value = fields[0]
+            type_code = fields[1]
+            kind = kinds.get(type_code)
+            if kind is None:
+                errors.append(_error(Reason.UNKNOWN_TYPE, line, "type must be c, v, g, ms, h or d"))
+                continue
+
+            cached = heads.get(head)
+            if cached is None:
+                cached = self._split_head(head)
+                if cached is None:
+                    errors.append(_error(Reason.BAD_NAME, line, "invalid metric name"))
+                    continue
+            token, name = cached
+
+            if raw_value.isdigit():  # the common case: a plain integer
+                value = float(raw_value)
+            else:
+                if type_code == b"g" and raw_value[:1] in (b"+", b"-"):
+                    errors.append(_error(Reason.UNSUPPORTED, line, "gauge deltas (+n|g, -n|g)"))
+                    continue
+                if _NUMBER.fullmatch(raw_value) is None:
+                    errors.append(_error(Reason.BAD_VALUE, line, "value is not a number"))
+                    continue
+                value = float(raw_value)
+            if not isfinite(value):
+                errors.append(_error(Reason.BAD_VALUE, line, "value is not finite"))
+                continue
+
+            rate = 1.0
+            timestamp: int | None = None
+            if len(fields) > 2:
+                failure = None
+                for field in fields[2:]:
+                    marker = field[:1]
+                    if marker == b"@":
+                        raw_rate = field[1:]
+                        if _NUMBER.fullmatch(raw_rate) is None:
+                            failure = (Reason.BAD_RATE, "sample rate is not a number")
+                            break
+                        rate = float(raw_rate)
+                        if not 0.0 < rate <= 1.0:
+                            failure = (Reason.BAD_RATE, "sample rate must be in (0, 1]")
+                            break
+                    elif marker == b"#":
+                        tagged += 1
+                    elif marker == b"T":
+                        raw_ts = field[1:]
+                        if not raw_ts.isdigit() or len(raw_ts) > 12:
+                            failure = (Reason.BAD_TIMESTAMP, "timestamp is not epoch seconds")
+                            break
+                        timestamp = int(raw_ts)
+                        if not now - self.max_age <= timestamp <= now + FUTURE_TOLERANCE:
+                            failure = (Reason.BAD_TIMESTAMP, "timestamp outside retention")
+                            break
+                    elif field[:2] in (b"c:", b"e:"):
+                        pass  # DogStatsD origin detection (container id, external data)
+                    else:
+                        failure = (Reason.PARSE_ERROR, "unknown |field")
+                        break
+                if failure is not None:
+                    errors.append(_error(failure[0], line, failure[1]))
+                    continue
+            samples.append(Sample(name, kind, value, rate, timestamp, token))
+        return Parsed(samples, errors, tagged)
+
+    def _split_head(self, head: bytes) -> tuple[str | None, str] | None:
+        """Validate ``[token "."] name`` once; cache the good ones."""
+        token: str | None = None
+        name = head
+        if (
+            head[:3] == b"gf_"
+            and len(head) > TOKEN_LENGTH + 1
+            and head[TOKEN_LENGTH] == 46  # "."
+            and _TOKEN.fullmatch(head, 0, TOKEN_LENGTH) is not None
+        ):
+            token = head[:TOKEN_LENGTH].decode("ascii")
+            name = head[TOKEN_LENGTH + 1 :]
+        if not is_valid_name_bytes(name):
+            return None
+        result = (token, name.decode("ascii"))
+        if len(self._heads) >= _NAME_CACHE_LIMIT:
+            self._heads.clear()  # bounded memory under a flood of distinct names
+        self._heads[head] = result
+        return result
+
+
+def _error(reason: Reason, line: bytes, detail: str) -> LineError:
+    return LineError(reason, line[:ERROR_SAMPLE_LENGTH], detail)
+
+
+def parse_packet(data: bytes, now: int) -> Parsed:
+    """Parse with default limits; for tests and tools. The daemon keeps a LineParser."""
+    return LineParser().parse(data, now)

@@ -1,0 +1,50 @@
+"""API-key tokens: ``gf_`` + 32 base62 characters (DESIGN §2, §4).
+
+Only the SHA-256 of a token is ever stored; the display prefix lets an operator tell
+keys apart in ``keys list`` without revealing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import Final
+
+TOKEN_PREFIX: Final = "gf_"
+TOKEN_BODY_LENGTH: Final = 32
+TOKEN_LENGTH: Final = len(TOKEN_PREFIX) + TOKEN_BODY_LENGTH
+BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+DISPLAY_PREFIX_LENGTH: Final = 8  # "gf_" + 5 characters: ~29 bits, enough to tell keys apart
+
+_TOKEN = re.compile(r"gf_[0-9A-Za-z]{32}", re.ASCII)
+SCOPES: Final = ("read", "write")
+
+
+def generate_token() -> str:
+    """A new random token (190 bits of entropy from the OS CSPRNG)."""
+    return TOKEN_PREFIX + "".join(secrets.choice(BASE62) for _ in range(TOKEN_BODY_LENGTH))
+
+
+def is_token(text: str) -> bool:
+    return _TOKEN.fullmatch(text) is not None
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of a token: the only form a token is stored in."""
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def display_prefix(token: str) -> str:
+    return token[:DISPLAY_PREFIX_LENGTH]
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """``"write,read"`` -> ``("read", "write")``; raises ValueError on unknown scopes."""
+    scopes = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = scopes - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown)}; known: {', '.join(SCOPES)}")
+    if not scopes:
+        raise ValueError("at least one scope is required")
+    return tuple(sorted(scopes))

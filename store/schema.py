@@ -1,0 +1,93 @@
+"""Versioned migrations, one list per dialect, applied in order by ``db migrate``.
+
+SQL is kept to what MySQL 8, MariaDB 10.6+, TiDB and Vitess all accept: no foreign
+keys (distributed engines ignore or reject them), explicit primary keys on every table,
+ascii_bin names so name order and equality are byte order everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SQLITE_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE metrics (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                created_at INTEGER NOT NULL)""",
+            """CREATE TABLE points_1s (
+                metric_id INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                cnt REAL NOT NULL,
+                `sum` REAL NOT NULL,
+                mn REAL NOT NULL,
+                mx REAL NOT NULL,
+                PRIMARY KEY (metric_id, ts)) WITHOUT ROWID""",
+            """CREATE TABLE api_keys (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                key_hash TEXT NOT NULL UNIQUE,
+                display_prefix TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                rate_limit TEXT,
+                created_at INTEGER NOT NULL,
+                revoked_at INTEGER)""",
+            """CREATE TABLE flushes (
+                writer_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                applied_at INTEGER NOT NULL,
+                PRIMARY KEY (writer_id, seq)) WITHOUT ROWID""",
+            "CREATE INDEX flushes_applied_at ON flushes (applied_at)",
+        ],
+    ),
+]
+
+MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE metrics (
+                id BIGINT NOT NULL AUTO_INCREMENT,
+                name VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                kind VARCHAR(8) CHARACTER SET ascii NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (id),
+                UNIQUE KEY metrics_name (name)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE points_1s (
+                metric_id BIGINT NOT NULL,
+                ts BIGINT NOT NULL,
+                cnt DOUBLE NOT NULL,
+                `sum` DOUBLE NOT NULL,
+                mn DOUBLE NOT NULL,
+                mx DOUBLE NOT NULL,
+                PRIMARY KEY (metric_id, ts)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE api_keys (
+                id BIGINT NOT NULL AUTO_INCREMENT,
+                name VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+                key_hash CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                display_prefix VARCHAR(16) CHARACTER SET ascii NOT NULL,
+                scopes VARCHAR(64) CHARACTER SET ascii NOT NULL,
+                rate_limit VARCHAR(32) CHARACTER SET ascii NULL,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT NULL,
+                PRIMARY KEY (id),
+                UNIQUE KEY api_keys_hash (key_hash)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE flushes (
+                writer_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                seq BIGINT NOT NULL,
+                applied_at BIGINT NOT NULL,
+                PRIMARY KEY (writer_id, seq),
+                KEY flushes_applied_at (applied_at)
+            ) ENGINE=InnoDB""",
+        ],
+    ),
+]
+
+LATEST_VERSION: Final = max(version for version, _ in SQLITE_MIGRATIONS)
+assert LATEST_VERSION == max(version for version, _ in MYSQL_MIGRATIONS)

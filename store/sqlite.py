@@ -1,0 +1,320 @@
+"""SQLite backend: the embedded default.
+
+All writes go through one writer thread with its own connection (SQLite has one writer
+at a time anyway), reads through a small pool of reader threads; the event loop never
+waits on a SQLite call. WAL mode lets readers run while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+from protocol.buckets import BucketRow
+from protocol.names import Kind
+from store.base import ApiKey, Batch, MetricInfo, StoreError, StoreUnavailable, WriteResult
+from store.schema import SQLITE_MIGRATIONS
+
+T = TypeVar("T")
+
+_UPSERT = (
+    "INSERT INTO points_1s (metric_id, ts, cnt, `sum`, mn, mx) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (metric_id, ts) DO UPDATE SET cnt = cnt + excluded.cnt, "
+    "`sum` = `sum` + excluded.`sum`, mn = min(mn, excluded.mn), mx = max(mx, excluded.mx)"
+)
+_METRIC_COLUMNS = (
+    "m.id, m.name, m.kind, m.created_at, "
+    "(SELECT MIN(ts) FROM points_1s p WHERE p.metric_id = m.id), "
+    "(SELECT MAX(ts) FROM points_1s p WHERE p.metric_id = m.id)"
+)
+_KEY_COLUMNS = (
+    "id, name, key_hash, display_prefix, scopes, rate_limit, created_at, revoked_at"
+)
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url_for_logs = f"sqlite:///{path}"
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="gf-sqlite-writer")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="gf-sqlite-reader")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # name -> (id, kind); touched only by the writer thread.
+        self._metric_ids: dict[str, tuple[int, Kind]] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        path = url.removeprefix("sqlite://")
+        # sqlite:///var/db.sqlite is relative, sqlite:////var/db.sqlite absolute.
+        path = path.removeprefix("/")
+        if not path or path == ":memory:":
+            raise ValueError("sqlite URL needs a file path: sqlite:///relative or sqlite:////abs")
+        return cls(path)
+
+    # -- threading -------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk when it returns, so an acknowledged HTTP point
+            # survives power loss too; group commit keeps the fsync count low.
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._writer, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._readers, fn)
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            try:
+                return fn(self._connection())
+            except sqlite3.OperationalError as exc:  # locked, disk I/O, cannot open
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
+        except RuntimeError as exc:  # executor shut down
+            raise StoreUnavailable(f"sqlite store closed: {exc}") from exc
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+            )
+            applied: list[int] = []
+            conn.execute("BEGIN IMMEDIATE")  # serializes concurrent migrators
+            try:
+                done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+                for version, statements in SQLITE_MIGRATIONS:
+                    if version in done:
+                        continue
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                        (version, int(time.time())),
+                    )
+                    applied.append(version)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return applied
+
+        return await self._write(run)
+
+    async def schema_version(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            try:
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.OperationalError:
+                return 0
+            return int(row[0] or 0)
+
+        return await self._read(run)
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for executor in (self._writer, self._readers):
+            await loop.run_in_executor(None, executor.shutdown)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    # -- points ----------------------------------------------------------------
+
+    async def write_batch(self, batch: Batch) -> WriteResult:
+        return await self._write(lambda conn: self._write_batch(conn, batch))
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: Batch) -> WriteResult:
+        now = int(time.time())
+        conn.execute("BEGIN IMMEDIATE")
+        created: dict[str, tuple[int, Kind]] = {}
+        try:
+            try:
+                conn.execute(
+                    "INSERT INTO flushes (writer_id, seq, applied_at) VALUES (?, ?, ?)",
+                    (batch.writer_id, batch.seq, now),
+                )
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                return WriteResult(False, 0, {})
+            ids = self._metric_ids
+            conflicts: dict[str, Kind] = {}
+            rows: list[tuple[int, int, float, float, float, float]] = []
+            for name, kind, ts, cnt, total, mn, mx in batch.points:
+                known = ids.get(name) or created.get(name)
+                if known is None:
+                    known = self._find_or_create_metric(conn, name, kind, now)
+                    created[name] = known
+                if known[1] != kind:
+                    conflicts[name] = known[1]
+                    continue
+                rows.append((known[0], ts, cnt, total, mn, mx))
+            rows.sort()  # one lock order for every writer (matters on MySQL; cheap here)
+            conn.executemany(_UPSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        ids.update(created)  # only after COMMIT: a rolled-back id must not be cached
+        return WriteResult(True, len(rows), conflicts)
+
+    @staticmethod
+    def _find_or_create_metric(
+        conn: sqlite3.Connection, name: str, kind: Kind, now: int
+    ) -> tuple[int, Kind]:
+        row = conn.execute("SELECT id, kind FROM metrics WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            return int(row[0]), cast(Kind, row[1])
+        cursor = conn.execute(
+            "INSERT INTO metrics (name, kind, created_at) VALUES (?, ?, ?)", (name, kind, now)
+        )
+        return int(cursor.lastrowid or 0), kind
+
+    async def get_metric(self, name: str) -> MetricInfo | None:
+        def run(conn: sqlite3.Connection) -> MetricInfo | None:
+            row = conn.execute(
+                f"SELECT {_METRIC_COLUMNS} FROM metrics m WHERE m.name = ?", (name,)
+            ).fetchone()
+            return None if row is None else MetricInfo(*row)
+
+        return await self._read(run)
+
+    async def list_metrics(self, prefix: str, limit: int, after: str | None) -> list[MetricInfo]:
+        def run(conn: sqlite3.Connection) -> list[MetricInfo]:
+            # A range on the unique index instead of LIKE ("_" is a LIKE wildcard and
+            # a legal name character). Name characters all sort below "\x7f".
+            low = max(prefix, after or "")
+            op = ">" if after is not None and after >= prefix else ">="
+            rows = conn.execute(
+                f"SELECT {_METRIC_COLUMNS} FROM metrics m "
+                f"WHERE m.name {op} ? AND m.name < ? ORDER BY m.name LIMIT ?",
+                (low, prefix + "\x7f", limit),
+            ).fetchall()
+            return [MetricInfo(*row) for row in rows]
+
+        return await self._read(run)
+
+    async def read_buckets(
+        self, metric_id: int, start: int, end: int, interval: int
+    ) -> list[BucketRow]:
+        start -= start % interval
+
+        def run(conn: sqlite3.Connection) -> list[BucketRow]:
+            rows = conn.execute(
+                "SELECT ts / ? * ? AS bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) "
+                "FROM points_1s WHERE metric_id = ? AND ts >= ? AND ts < ? "
+                "GROUP BY bucket ORDER BY bucket",
+                (interval, interval, metric_id, start, end),
+            ).fetchall()
+            return [BucketRow(*row) for row in rows]
+
+        return await self._read(run)
+
+    # -- keys ------------------------------------------------------------------
+
+    async def create_key(
+        self, name: str, key_hash: str, display_prefix: str, scopes: tuple[str, ...],
+        rate_limit: str | None, now: int,
+    ) -> ApiKey:
+        def run(conn: sqlite3.Connection) -> ApiKey:
+            cursor = conn.execute(
+                "INSERT INTO api_keys (name, key_hash, display_prefix, scopes, rate_limit, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, key_hash, display_prefix, ",".join(scopes), rate_limit, now),
+            )
+            return ApiKey(
+                int(cursor.lastrowid or 0), name, key_hash, display_prefix, scopes,
+                rate_limit, now, None,
+            )
+
+        return await self._write(run)
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        def run(conn: sqlite3.Connection) -> ApiKey | None:
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
+            ).fetchone()
+            return None if row is None else _api_key(row)
+
+        return await self._read(run)
+
+    async def list_keys(self) -> list[ApiKey]:
+        def run(conn: sqlite3.Connection) -> list[ApiKey]:
+            rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()
+            return [_api_key(row) for row in rows]
+
+        return await self._read(run)
+
+    async def revoke_key(self, name_or_prefix: str, now: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL "
+                "AND (name = ? OR display_prefix = ?)",
+                (now, name_or_prefix, name_or_prefix),
+            )
+            return int(cursor.rowcount)
+
+        return await self._write(run)
+
+    # -- retention -------------------------------------------------------------
+
+    async def delete_points_before(self, before: int, chunk: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            metric_ids = [row[0] for row in conn.execute("SELECT id FROM metrics ORDER BY id")]
+            deleted = 0
+            for metric_id in metric_ids:
+                cursor = conn.execute(
+                    "DELETE FROM points_1s WHERE metric_id = ? AND ts IN ("
+                    "SELECT ts FROM points_1s WHERE metric_id = ? AND ts < ? "
+                    "ORDER BY ts LIMIT ?)",
+                    (metric_id, metric_id, before, chunk),
+                )
+                deleted += cursor.rowcount
+            return deleted
+
+        return await self._write(run)
+
+    async def delete_flush_records_before(self, before: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute("DELETE FROM flushes WHERE applied_at < ?", (before,))
+            return int(cursor.rowcount)
+
+        return await self._write(run)
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        int(row[0]), row[1], row[2], row[3], tuple(row[4].split(",")), row[5], int(row[6]),
+        None if row[7] is None else int(row[7]),
+    )

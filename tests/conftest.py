@@ -1,0 +1,101 @@
+"""Shared fixtures: real SQLite files, real MariaDB databases, real Redis.
+
+MariaDB and Redis are found at GF_TEST_MYSQL_URL / GF_TEST_REDIS_URL. When a server is
+unreachable its tests are skipped, unless GF_TEST_REQUIRE_SERVICES=1 (set by .ci/run),
+which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pymysql
+import pytest
+
+from store import Store, open_store
+
+MYSQL_URL = os.environ.get("GF_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("GF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("GF_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} unavailable: {exc}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (GF_TEST_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def _mysql_admin() -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    parts = urlsplit(MYSQL_URL)
+    return pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        connect_timeout=5,
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database for one test, dropped afterwards."""
+    try:
+        admin = _mysql_admin()
+    except pymysql.err.MySQLError as exc:
+        _unavailable("MariaDB", exc)
+        raise
+    name = f"gf_test_{secrets.token_hex(6)}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(MYSQL_URL)
+    try:
+        yield parts._replace(path=f"/{name}").geturl()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'metrics.db'}"
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs once on SQLite and once on MariaDB."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("mysql_url"))
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each backend."""
+    opened = open_store(database_url)
+    await opened.migrate()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _unavailable("Redis", exc)
+        raise
+    finally:
+        client.close()
+    yield REDIS_URL
