@@ -11,7 +11,7 @@ import re
 import secrets
 from typing import Final
 
-TOKEN_PREFIX: Final = "gf_"
+TOKEN_PREFIX: Final = "gf_"  # noqa: S105 (a format marker, not a secret)
 TOKEN_BODY_LENGTH: Final = 32
 TOKEN_LENGTH: Final = len(TOKEN_PREFIX) + TOKEN_BODY_LENGTH
 BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -10,6 +10,7 @@ other statement is parameterized.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -109,7 +110,7 @@ class MySQLStore:
                 return await fn(cursor)
         except pymysql.err.OperationalError as exc:
             raise StoreUnavailable(f"mysql: {exc}") from exc
-        except (pymysql.err.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, pymysql.err.InterfaceError, OSError) as exc:
             raise StoreUnavailable(f"mysql: connection lost: {exc}") from exc
         except pymysql.err.MySQLError as exc:
             raise StoreError(f"mysql: {exc}") from exc
@@ -127,10 +128,10 @@ class MySQLStore:
                 except pymysql.err.OperationalError as exc:
                     await _rollback_quietly(cursor)
                     code = exc.args[0] if exc.args else 0
-                    if code in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT):
-                        if attempt_no + 1 < _DEADLOCK_RETRIES:
-                            await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt_no + 1))
-                            continue
+                    retryable = code in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT)
+                    if retryable and attempt_no + 1 < _DEADLOCK_RETRIES:
+                        await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt_no + 1))
+                        continue
                     raise
                 except BaseException:
                     await _rollback_quietly(cursor)
@@ -401,10 +402,9 @@ async def _has_schema_table(cursor: Cursor) -> bool:
 
 
 async def _rollback_quietly(cursor: Cursor) -> None:
-    try:
+    # If the connection is gone, the server rolls back on its own.
+    with contextlib.suppress(TimeoutError, pymysql.err.MySQLError, OSError):
         await cursor.execute("ROLLBACK")
-    except (pymysql.err.MySQLError, OSError, asyncio.TimeoutError):
-        pass  # the connection is gone; the server rolls back on its own
 
 
 def _metric(row: Any) -> MetricInfo:

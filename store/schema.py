@@ -90,4 +90,4 @@ MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
 ]
 
 LATEST_VERSION: Final = max(version for version, _ in SQLITE_MIGRATIONS)
-assert LATEST_VERSION == max(version for version, _ in MYSQL_MIGRATIONS)
+assert max(version for version, _ in MYSQL_MIGRATIONS) == LATEST_VERSION

@@ -1,0 +1,1 @@
+"""The ingest engine and the daemon: aggregator, flusher, UDP/TCP listeners."""

@@ -1,0 +1,176 @@
+"""Thin asyncio protocol classes: move bytes to the aggregator, count, never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+import termios
+import time
+from typing import Any
+
+from collector.aggregator import Aggregator
+from collector.config import CollectorConfig
+from collector.stats import CollectorStats
+from protocol.framing import LineBuffer
+from protocol.lines import Reason
+
+log = logging.getLogger(__name__)
+
+# Not exported by Python's socket module; the Linux value.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, aggregator: Aggregator, stats: CollectorStats) -> None:
+        self.aggregator = aggregator
+        self.stats = stats
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.stats.datagrams += 1
+        try:
+            self.aggregator.feed(data, int(time.time()))
+        except Exception:  # a bug must cost one datagram, not the daemon
+            log.exception("unexpected error handling a datagram; dropped")
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP socket error: %s", exc)
+
+
+class TcpProtocol(asyncio.Protocol):
+    """One newline-delimited stream of lines."""
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        stats: CollectorStats,
+        config: CollectorConfig,
+        connections: set[TcpProtocol],
+    ) -> None:
+        self.aggregator = aggregator
+        self.stats = stats
+        self.config = config
+        self.connections = connections
+        self.buffer = LineBuffer(config.max_line_length)
+        self.transport: asyncio.Transport | None = None
+        self.last_active = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if len(self.connections) >= self.config.max_tcp_connections:
+            self.stats.tcp_refused += 1
+            log.warning("refusing TCP connection: %d open (--max-tcp-connections)",
+                        len(self.connections))
+            transport.close()
+            return
+        self.connections.add(self)
+        self.stats.tcp_connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        self.stats.tcp_chunks += 1
+        try:
+            framed = self.buffer.feed(data)
+            if framed.overlong:
+                # Dropped up to its newline; the lines after it are still good.
+                self.stats.lines += framed.overlong
+                self.stats.drop(Reason.TOO_LONG, framed.overlong, data[:120])
+            if framed.complete:
+                self.aggregator.feed(framed.complete, int(time.time()))
+        except Exception:
+            log.exception("unexpected error handling TCP data; dropped")
+
+    def eof_received(self) -> bool:
+        tail = self.buffer.finish()  # a last line without "\n" still counts
+        if tail:
+            self.aggregator.feed(tail, int(time.time()))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def bind_udp(host: str, port: int, rcvbuf: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound UDP socket with the largest receive buffer we can get.
+
+    UDP loss happens in the kernel when this buffer overflows while we are busy, so we
+    ask for ``rcvbuf`` bytes: SO_RCVBUFFORCE (root or CAP_NET_ADMIN) passes the
+    net.core.rmem_max cap, SO_RCVBUF is capped by it. The granted size is logged.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except (PermissionError, OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles
+        if granted < rcvbuf:
+            log.warning(
+                "UDP receive buffer is %d bytes, asked for %d: raise the cap with "
+                "`sysctl -w net.core.rmem_max=%d` (or run with CAP_NET_ADMIN)",
+                granted, rcvbuf, rcvbuf,
+            )
+        else:
+            log.info("UDP receive buffer: %d bytes", granted)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bytes_waiting(sock: Any) -> int:
+    """Bytes the kernel holds for ``sock`` that we have not read (FIONREAD).
+
+    For UDP this is the size of the next datagram, so 0 means the queue is empty.
+    """
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError as exc:
+        if exc.errno in (errno.EBADF, errno.ENOTCONN, errno.EINVAL):
+            return 0
+        raise
+    return int(struct.unpack("i", raw)[0])
+
+
+def udp_kernel_drops(sock: Any) -> int | None:
+    """The kernel's drop counter for our UDP socket, from /proc/net/udp{,6}.
+
+    Counts datagrams lost because the receive buffer was full (before we could read
+    them). None where /proc is not available.
+    """
+    try:
+        inode = _socket_inode(sock)
+    except OSError:
+        return None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as handle:
+                next(handle)
+                for row in handle:
+                    fields = row.split()
+                    if len(fields) >= 13 and fields[9] == inode:
+                        return int(fields[12])
+        except OSError:
+            continue
+    return None
+
+
+def _socket_inode(sock: Any) -> str:
+    return os.readlink(f"/proc/self/fd/{sock.fileno()}").removeprefix("socket:[").rstrip("]")

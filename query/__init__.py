@@ -1,0 +1,1 @@
+"""The aiohttp application: auth and rate limits, ingest and query handlers, OpenAPI."""
