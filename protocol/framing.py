@@ -36,7 +36,7 @@ class LineBuffer:
             if self._discarding:
                 return Framed(b"", 0)
             self._tail += data  # bounded: never longer than cap + one chunk
-            if len(self._tail) > cap:
+            if _over(self._tail, cap):
                 self._tail = b""
                 self._discarding = True
                 return Framed(b"", 1)
@@ -51,7 +51,7 @@ class LineBuffer:
             prefix = self._tail
         self._tail = data[cut + 1 :]
         overlong = 0
-        if len(self._tail) > cap:
+        if _over(self._tail, cap):
             self._tail = b""
             self._discarding = True
             overlong = 1
@@ -61,3 +61,9 @@ class LineBuffer:
         """At end of stream: the unterminated last line, if any (a peer may omit "\\n")."""
         tail, self._tail = self._tail, b""
         return b"" if self._discarding else tail
+
+
+def _over(pending: bytes, cap: int) -> bool:
+    """Past the cap, not counting the "\r" of a CRLF line: the parser strips it before
+    applying the cap, and a line's fate must not depend on where a chunk ends."""
+    return len(pending) > cap and not (len(pending) == cap + 1 and pending[-1:] == b"\r")

@@ -148,6 +148,7 @@ class LineParser:
             timestamp: int | None = None
             if len(fields) > 2:
                 failure = None
+                has_tags = False
                 for field in fields[2:]:
                     marker = field[:1]
                     if marker == b"@":
@@ -160,7 +161,7 @@ class LineParser:
                             failure = (Reason.BAD_RATE, "sample rate must be in (0, 1]")
                             break
                     elif marker == b"#":
-                        tagged += 1
+                        has_tags = True
                     elif marker == b"T":
                         raw_ts = field[1:]
                         if not raw_ts.isdigit() or len(raw_ts) > 12:
@@ -178,6 +179,8 @@ class LineParser:
                 if failure is not None:
                     errors.append(_error(failure[0], line, failure[1]))
                     continue
+                if has_tags:
+                    tagged += 1
             samples.append(Sample(name, kind, value, rate, timestamp, token))
         return Parsed(samples, errors, tagged)
 

@@ -15,7 +15,7 @@ _DURATION = re.compile(r"([1-9][0-9]{0,9})([smhdw])", re.ASCII)
 def parse_duration(text: str) -> int:
     """``"7d"`` -> 604800. A bare integer is seconds. Raises ValueError."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     match = _DURATION.fullmatch(text)
     if match is None:
@@ -79,7 +79,10 @@ def parse_timestamp(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("must be epoch seconds or an ISO 8601 string")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("must be a finite time between 1970 and 9999") from None
     elif isinstance(value, str):
         text = value.strip()
         try:

@@ -420,11 +420,6 @@ def test_tags_ignored_is_zero_without_tags() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol bug: tags_ignored counts |#tags of lines that are then dropped "
-    "(e.g. a bad |@rate or |T after the tags); Parsed documents good lines only",
-)
 @pytest.mark.parametrize(
     "line",
     [
@@ -439,10 +434,6 @@ def test_tags_ignored_does_not_count_dropped_lines(line: bytes) -> None:
     assert parsed.tags_ignored == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol bug: a line with two |# fields is counted twice in tags_ignored",
-)
 def test_tags_ignored_counts_each_line_once() -> None:
     parsed = parse_packet(b"foo:1|c|#a:b|#c:d", NOW)
     assert parsed.samples == [counter("foo", 1.0)]
