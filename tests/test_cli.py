@@ -1,0 +1,121 @@
+"""The installed ``glowing-fiesta`` command as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+from glowing_fiesta import __version__
+from store import Store, open_store
+from tests.daemon import DaemonProcess, run_cli
+from tests.linegen import make_load
+
+
+async def send_tcp(port: int, lines: list[bytes]) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\n".join(lines) + b"\n")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def totals(store: Store, names: set[str], start: int, end: int) -> dict:
+    out = {}
+    for name in sorted(names):
+        info = await store.get_metric(name)
+        assert info is not None, name
+        for row in await store.read_buckets(info.id, start, end, 1):
+            out[(name, row.ts)] = [row.cnt, row.sum, row.mn, row.mx]
+    return out
+
+
+async def test_version_and_help() -> None:
+    status, out, _ = await run_cli("--version")
+    assert status == 0 and __version__ in out
+    status, out, _ = await run_cli("run", "--help")
+    assert status == 0 and "GF_DATABASE_URL" in out and "--flush-interval" in out
+
+
+async def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
+    status, _, err = await run_cli("run", "--database-url", "postgres://x/y", cwd=tmp_path)
+    assert status == 2 and "sqlite:// or mysql://" in err
+    status, _, err = await run_cli("serve", "--host", "0.0.0.0", cwd=tmp_path)
+    assert status == 2 and "plain HTTP" in err
+
+
+async def test_two_collector_processes_give_the_totals_of_one(mysql_url: str) -> None:
+    """Two collectors write the same metric-seconds into one MariaDB concurrently."""
+    status, out, _ = await run_cli("db", "migrate", "--database-url", mysql_url)
+    assert status == 0 and "schema version" in out
+    base = int(time.time()) - 60
+    load = make_load(40_000, base, bad_every=10**9, seed=5)  # good lines only
+    args = ("collector", "--database-url", mysql_url, "--udp-port", "0", "--tcp-port", "0",
+            "--flush-interval", "0.1")
+    first, second = await asyncio.gather(DaemonProcess.start(*args), DaemonProcess.start(*args))
+    try:
+        # Eight concurrent streams, four into each process, over the same metric-seconds.
+        ports = [first.ports["TCP"], second.ports["TCP"]]
+        await asyncio.gather(
+            *(send_tcp(ports[i % 2], load.lines[i::8]) for i in range(8))
+        )
+    finally:
+        statuses = await asyncio.gather(first.stop(), second.stop())
+    assert statuses == [0, 0], first.log + second.log
+    store = open_store(mysql_url)
+    try:
+        names = {name for name, _ in load.totals}
+        assert await totals(store, names, base, base + 60) == load.totals
+    finally:
+        await store.close()
+
+
+async def test_run_stores_a_netcat_style_line_and_exits_cleanly(tmp_path: Path) -> None:
+    """The README's quick start: `run` on SQLite, one UDP line, stored; SIGINT exits 0."""
+    daemon = await DaemonProcess.start(
+        "run", "--udp-port", "0", "--tcp-port", "0", "--http-port", "0", cwd=tmp_path
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", daemon.ports["UDP"])
+        )
+        transport.sendto(b"page.views:1|c\n")
+        transport.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.ports["HTTP"])
+        writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+        response = await reader.read()
+        writer.close()
+        assert b"200 OK" in response.split(b"\r\n")[0]
+    finally:
+        status = await daemon.stop(signal.SIGINT)
+    assert status == 0, daemon.log
+    store = open_store(f"sqlite:///{tmp_path / 'var' / 'glowing-fiesta.db'}")
+    try:
+        info = await store.get_metric("page.views")
+        assert info is not None and info.kind == "counter"
+        now = int(time.time())
+        rows = await store.read_buckets(info.id, now - 600, now + 60, 3600)
+        assert sum(row.sum for row in rows) == 1
+    finally:
+        await store.close()
+
+
+async def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    status, token, err = await run_cli("keys", "create", "ci", "--scopes", "write",
+                                       "--rate-limit", "50/s", "--database-url", url)
+    assert status == 0, err
+    token = token.strip()
+    assert token.startswith("gf_") and len(token) == 35
+    status, listing, _ = await run_cli("keys", "list", "--database-url", url)
+    assert status == 0 and "ci" in listing and token[:8] in listing
+    assert token not in listing  # never shown again
+    status, out, _ = await run_cli("keys", "revoke", "ci", "--database-url", url)
+    assert status == 0 and "revoked 1" in out
+    status, _, err = await run_cli("keys", "revoke", "ci", "--database-url", url)
+    assert status == 1 and "no active key" in err
+    status, _, err = await run_cli("keys", "create", "x", "--scopes", "admin",
+                                   "--database-url", url)
+    assert status == 2 and "unknown scope" in err
