@@ -32,6 +32,10 @@ _DEADLOCK_RETRIES = 8
 _ER_DUP_ENTRY = 1062
 _ER_LOCK_WAIT_TIMEOUT = 1205
 _ER_LOCK_DEADLOCK = 1213
+# Server errors a retry can fix: too many connections, server shutdown, lock wait
+# timeout, deadlock, read-only (failover), connection killed, query interrupted, timeout.
+# Client errors (>= 2000: cannot connect, server gone, lost connection) are all retryable.
+_RETRYABLE_CODES = frozenset({1040, 1053, 1205, 1213, 1290, 1317, 1836, 1927, 3024})
 _UPSERT_HEAD = "INSERT INTO points_1s (metric_id, ts, cnt, `sum`, mn, mx) VALUES "
 _UPSERT_TAIL = (
     " ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt), `sum` = `sum` + VALUES(`sum`), "
@@ -109,7 +113,11 @@ class MySQLStore:
             async with pool.acquire() as conn, conn.cursor() as cursor:
                 return await fn(cursor)
         except pymysql.err.OperationalError as exc:
-            raise StoreUnavailable(f"mysql: {exc}") from exc
+            # PyMySQL reports most server errors as OperationalError; only those that
+            # a retry can fix mean "unavailable" (a 1690 overflow never will).
+            if _error_code(exc) in _RETRYABLE_CODES or _error_code(exc) >= 2000:
+                raise StoreUnavailable(f"mysql: {exc}") from exc
+            raise StoreError(f"mysql: {exc}") from exc
         except (TimeoutError, pymysql.err.InterfaceError, OSError) as exc:
             raise StoreUnavailable(f"mysql: connection lost: {exc}") from exc
         except pymysql.err.MySQLError as exc:
@@ -127,8 +135,7 @@ class MySQLStore:
                     return result
                 except pymysql.err.OperationalError as exc:
                     await _rollback_quietly(cursor)
-                    code = exc.args[0] if exc.args else 0
-                    retryable = code in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT)
+                    retryable = _error_code(exc) in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT)
                     if retryable and attempt_no + 1 < _DEADLOCK_RETRIES:
                         await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt_no + 1))
                         continue
@@ -201,7 +208,9 @@ class MySQLStore:
 
     async def write_batch(self, batch: Batch) -> WriteResult:
         now = int(time.time())
-        wanted = {name: kind for name, kind, *_ in batch.points}
+        wanted: dict[str, Kind] = {}
+        for name, kind, *_ in batch.points:
+            wanted.setdefault(name, kind)  # the first sample fixes a new name's kind
         ids = await self._resolve_metrics(wanted, now)
         conflicts: dict[str, Kind] = {}
         rows: list[tuple[int, int, float, float, float, float]] = []
@@ -235,7 +244,9 @@ class MySQLStore:
             return True
 
         applied = await self._transaction(write)
-        return WriteResult(applied, len(rows) if applied else 0, conflicts)
+        if not applied:
+            return WriteResult(False, 0, {})
+        return WriteResult(True, len(rows), conflicts)
 
     async def _resolve_metrics(
         self, wanted: dict[str, Kind], now: int
@@ -244,6 +255,8 @@ class MySQLStore:
         cache = self._metric_ids
         missing = [name for name in wanted if name not in cache]
         if missing:
+
+            missing.sort()  # concurrent creators take the unique-key locks in one order
 
             async def run(cursor: Cursor) -> None:
                 for start in range(0, len(missing), 500):
@@ -254,7 +267,8 @@ class MySQLStore:
                         # Another writer may create the same name meanwhile: whoever is
                         # first fixes the kind, and we read back what won. (Not INSERT
                         # IGNORE, which leaves a warning per duplicate.)
-                        await cursor.executemany(
+                        await _with_deadlock_retry(
+                            cursor.executemany,
                             "INSERT INTO metrics (name, kind, created_at) "
                             "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE id = id",
                             [(name, wanted[name], now) for name in absent],
@@ -272,6 +286,9 @@ class MySQLStore:
         return {row[1]: (int(row[0]), cast(Kind, row[2])) for row in await cursor.fetchall()}
 
     async def get_metric(self, name: str) -> MetricInfo | None:
+        if not name.isascii():  # names are ASCII; the ascii_bin column rejects others
+            return None
+
         async def run(cursor: Cursor) -> MetricInfo | None:
             await cursor.execute(
                 f"SELECT {_METRIC_COLUMNS} FROM metrics m WHERE m.name = %s", (name,)
@@ -282,6 +299,10 @@ class MySQLStore:
         return await self._run(run)
 
     async def list_metrics(self, prefix: str, limit: int, after: str | None) -> list[MetricInfo]:
+        if not prefix.isascii():
+            return []
+        after = _ascii_bound(after)
+
         async def run(cursor: Cursor) -> list[MetricInfo]:
             # A range on the unique index instead of LIKE ("_" is a LIKE wildcard and
             # a legal name character). Name characters all sort below "\x7f".
@@ -390,6 +411,33 @@ class MySQLStore:
             return int(cursor.rowcount)
 
         return await self._run(run)
+
+
+def _error_code(exc: BaseException) -> int:
+    code = exc.args[0] if exc.args else 0
+    return code if isinstance(code, int) else 0
+
+
+async def _with_deadlock_retry(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Retry one autocommit statement on deadlock or lock-wait timeout."""
+    for attempt_no in range(_DEADLOCK_RETRIES):
+        try:
+            return await fn(*args)
+        except pymysql.err.OperationalError as exc:
+            retryable = _error_code(exc) in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT)
+            if not retryable or attempt_no + 1 == _DEADLOCK_RETRIES:
+                raise
+            await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt_no + 1))
+    raise AssertionError("unreachable")
+
+
+def _ascii_bound(after: str | None) -> str | None:
+    """A cursor with non-ASCII characters as the equivalent ASCII bound: names are ASCII
+    and sort below "\x7f", so "name > after" equals "name > ascii_head + '\x7f'"."""
+    if after is None or after.isascii():
+        return after
+    head = next(i for i, ch in enumerate(after) if not ch.isascii())
+    return after[:head] + "\x7f"
 
 
 async def _has_schema_table(cursor: Cursor) -> bool:
