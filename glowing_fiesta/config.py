@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.config import CollectorConfig
+from protocol.units import parse_rate_limit
 from query.config import HttpConfig
 
 
@@ -37,6 +38,10 @@ class Config:
         if c.max_line_length < 64:
             raise ConfigError("--max-line-length must be at least 64")
         h = self.http
+        try:
+            parse_rate_limit(h.default_rate_limit)
+        except ValueError as exc:
+            raise ConfigError(f"--default-rate-limit: {exc}") from None
         if (h.tls_cert is None) != (h.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if h.tls_cert is None and not h.allow_plain_http and not is_loopback(h.host):

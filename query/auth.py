@@ -1,0 +1,91 @@
+"""API keys and per-key rate limits for the ``/api/`` routes.
+
+A route's required scope is looked up by route name in ``app[SCOPES]`` (``write`` for
+ingest, ``read`` for queries); routes without an entry (``/healthz``, ``/metrics``,
+``/api/openapi.json``, unknown paths) need no key. For the others, in this order:
+
+    no X-API-Key header                      401 unauthorized
+    not a token, unknown, or revoked key     401 unauthorized
+    key cannot be checked (store down)       503 unavailable
+    key over its rate limit                  429 rate_limited (+ Retry-After)
+    key lacks the route's scope              403 forbidden
+
+Every answer that passed authentication, success or error, carries the key's
+``X-RateLimit-Limit`` and ``X-RateLimit-Remaining``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from protocol.tokens import is_token
+from protocol.units import RateLimit, parse_rate_limit
+from query.errors import ApiError
+from query.state import CONFIG, KEYS, LIMITER, SCOPES, STATS
+from store.base import ApiKey, StoreError
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER: Final = "X-API-Key"
+
+
+async def authenticate(request: web.Request) -> ApiKey:
+    """The request's key, if it exists and is not revoked."""
+    token = request.headers.get(API_KEY_HEADER)
+    if not token:
+        raise ApiError(401, f"missing {API_KEY_HEADER} header")
+    if not is_token(token):  # not even the shape of a key: no lookup
+        raise ApiError(401, "invalid API key")
+    try:
+        key = await request.app[KEYS].get(token)
+    except StoreError as exc:
+        raise ApiError(503, "cannot check the API key: the store is unavailable") from exc
+    if key is None:
+        raise ApiError(401, "invalid API key")
+    if key.revoked_at is not None:
+        raise ApiError(401, "API key revoked")
+    return key
+
+
+@functools.lru_cache(maxsize=1024)
+def key_rate_limit(text: str | None, default: str) -> RateLimit:
+    """A key's own limit (``"100/s"``) or the server default; cached per text."""
+    if text is not None:
+        try:
+            return parse_rate_limit(text)
+        except ValueError:
+            log.warning("invalid stored rate limit %r; using the default %s", text, default)
+    return parse_rate_limit(default)
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    app = request.app
+    scope = app[SCOPES].get(request.match_info.route.name or "")
+    if scope is None:
+        return await handler(request)
+    key = await authenticate(request)
+    # Rate limited before the scope check: a key spends its budget on refused calls too.
+    limit = key_rate_limit(key.rate_limit, app[CONFIG].default_rate_limit)
+    decision = await app[LIMITER].acquire(key.key_hash, limit)
+    headers = decision.headers()
+    if not decision.allowed:
+        app[STATS].rate_limited += 1
+        raise ApiError(
+            429, f"rate limit of {limit} exceeded for this key; retry in "
+            f"{headers['Retry-After']} s", headers=headers,
+        )
+    if scope not in key.scopes:
+        raise ApiError(403, f"API key lacks the {scope!r} scope", headers=headers)
+    try:
+        response = await handler(request)
+    except (ApiError, web.HTTPException) as exc:
+        exc.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response

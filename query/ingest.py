@@ -1,0 +1,122 @@
+"""Ingest handlers: ``POST /api/metrics/counter``, ``/value`` and ``/batch``.
+
+Each handler: JSON body -> validated points (``protocol.points``) -> kind check ->
+group commit -> ``{"accepted": n}``. The 200 is sent only after the batch holding the
+points has been committed. A request is all or nothing: any invalid point (422) or
+kind conflict (409) and nothing of it is written.
+
+Kind conflicts are found before committing, from a per-process cache of stored kinds
+filled by ``store.get_metric`` (one lookup per name this process has not seen yet).
+Should another process create the same new name with the other kind in the moment
+between that check and our commit, the store drops the conflicting rows and reports
+them; the request then gets 409 as well. In that race (and only then) the request's
+*other* points have been committed: ``Store.write_batch`` has no all-or-nothing mode
+to refuse the whole batch on a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from protocol.names import Kind
+from protocol.points import (
+    InvalidPoints,
+    Point,
+    Window,
+    batch_points,
+    counter_point,
+    kind_conflicts,
+    to_rows,
+    value_point,
+)
+from query.errors import JSON, ApiError, json_response
+from query.state import COMMITTER, CONFIG, KINDS, STATS, STORE, WALL_CLOCK
+from store.base import StoreError
+
+MAX_KNOWN_KINDS: Final = 200_000  # names whose kind is cached; cleared past it
+
+Parser = Callable[[object, Window], list[Point]]
+
+
+async def read_json(request: web.Request) -> object:
+    """The request body as JSON: 415 if not declared JSON, 413 if too large, 400 if
+    malformed (including NaN, Infinity and numbers beyond the double range)."""
+    if request.content_type != JSON:
+        raise ApiError(415, f"Content-Type must be {JSON}, not {request.content_type}")
+    limit = request.client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"request body of {request.content_length} bytes is larger "
+                            f"than the limit of {limit} bytes")
+    body = await request.read()  # raises 413 past the limit when the length is not declared
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+
+
+async def post_counter(request: web.Request) -> web.Response:
+    return await _ingest(request, lambda body, window: [counter_point(body, window)], False)
+
+
+async def post_value(request: web.Request) -> web.Response:
+    return await _ingest(request, lambda body, window: [value_point(body, window)], False)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    return await _ingest(request, batch_points, True)
+
+
+async def _ingest(request: web.Request, parse: Parser, batch: bool) -> web.Response:
+    app = request.app
+    body = await read_json(request)
+    window = Window(app[WALL_CLOCK](), app[CONFIG].retention_raw)
+    try:
+        points = parse(body, window)
+    except InvalidPoints as exc:
+        raise ApiError(422, f"invalid point(s): {exc}", exc.errors) from None
+    await _check_kinds(app, points, batch)
+    try:
+        conflicts = await app[COMMITTER].commit(to_rows(points))
+    except StoreError as exc:
+        app[STATS].ingest_unavailable += 1
+        raise ApiError(503, "the points could not be committed; nothing was acknowledged, "
+                            "retry later") from exc
+    kinds = app[KINDS]
+    if conflicts:  # lost a race with another process creating the same names
+        kinds.update(conflicts)
+        app[STATS].ingest_conflicts += 1
+        raise ApiError(409, "kind conflict: points of the other kind were not recorded",
+                       kind_conflicts(points, conflicts, batch=batch))
+    if len(kinds) >= MAX_KNOWN_KINDS:
+        kinds.clear()
+    for point in points:
+        kinds[point.name] = point.kind
+    app[STATS].points_accepted += len(points)
+    return json_response({"accepted": len(points)})
+
+
+async def _check_kinds(app: web.Application, points: list[Point], batch: bool) -> None:
+    """409 if a point's kind differs from its metric's stored kind, or from another
+    point of the same name in the request."""
+    kinds = app[KINDS]
+    names = {point.name for point in points}
+    unknown = [name for name in names if name not in kinds]
+    if unknown:
+        store = app[STORE]
+        try:
+            found = await asyncio.gather(*(store.get_metric(name) for name in unknown))
+        except StoreError as exc:
+            raise ApiError(503, "cannot check metric kinds: the store is unavailable") from exc
+        for info in found:
+            if info is not None:
+                kinds[info.name] = info.kind
+    known: dict[str, Kind] = {name: kinds[name] for name in names if name in kinds}
+    errors = kind_conflicts(points, known, batch=batch)
+    if errors:
+        app[STATS].ingest_conflicts += 1
+        raise ApiError(409, f"kind conflict: {errors[0].message}", errors)

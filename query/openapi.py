@@ -1,0 +1,426 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``GET /api/openapi.json``.
+
+Written out by hand (it is the contract, worth reading as one piece) and held against
+the router by the tests: every route has an operation and every operation a route.
+Limits that come from the configuration (body size, retention) are filled in.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any, Final
+
+from protocol.buckets import AGGREGATIONS, FILLS, MAX_QUERY_BUCKETS
+from protocol.lines import FUTURE_TOLERANCE
+from protocol.names import KINDS, MAX_NAME_LENGTH
+from protocol.points import MAX_BATCH_POINTS
+from query.config import HttpConfig
+from query.errors import CODES
+
+NAME_PATTERN: Final = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+
+Json = dict[str, Any]
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str, *headers: str) -> Json:
+    response: Json = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    if headers:
+        response["headers"] = {h: {"$ref": f"#/components/headers/{h}"} for h in headers}
+    return response
+
+
+_LIMIT_HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining")
+
+
+def _ok(schema: str, description: str) -> Json:
+    return {
+        "description": description,
+        "headers": {h: {"$ref": f"#/components/headers/{h}"} for h in _LIMIT_HEADERS},
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+
+
+def _guarded_errors(scope: str) -> Json:
+    """The errors every key-protected operation can answer."""
+    return {
+        "401": _error("Missing, invalid or revoked API key."),
+        "403": _error(f"The API key lacks the `{scope}` scope.", *_LIMIT_HEADERS),
+        "429": _error("The key's rate limit is exhausted; retry after `Retry-After` seconds.",
+                      "Retry-After", *_LIMIT_HEADERS),
+        "503": _error("The store is unavailable (nothing was recorded).", *_LIMIT_HEADERS),
+    }
+
+
+def _ingest(summary: str, description: str, schema: str, example: Json) -> Json:
+    return {
+        "post": {
+            "operationId": f"ingest{schema}",
+            "tags": ["ingest"],
+            "summary": summary,
+            "description": description,
+            "security": [{"ApiKey": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(schema), "example": example}},
+            },
+            "responses": {
+                "200": _ok("Accepted", "Committed to the database."),
+                "400": _error("The body is not well-formed JSON.", *_LIMIT_HEADERS),
+                "409": _error("Kind conflict: a point's metric is stored as the other kind, "
+                              "or the request mixes kinds for one name. Nothing recorded.",
+                              *_LIMIT_HEADERS),
+                "413": _error("The body is larger than the limit.", *_LIMIT_HEADERS),
+                "415": _error("The Content-Type is not application/json.", *_LIMIT_HEADERS),
+                "422": _error("Invalid fields; `details` lists each with its index and field. "
+                              "Nothing recorded.", *_LIMIT_HEADERS),
+                **_guarded_errors("write"),
+            },
+        }
+    }
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("glowing-fiesta")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
+    max_age = config.retention_raw
+    timestamp: Json = {
+        "description": (
+            "Epoch seconds (number or numeric string) or an ISO 8601 time (naive times are "
+            f"UTC). Must lie within [now - {max_age} s, now + {FUTURE_TOLERANCE} s]; "
+            "truncated to its second. Absent or null: now."
+        ),
+        "type": ["number", "string", "null"],
+        "examples": [1764338400, "2026-11-28T14:00:00Z"],
+    }
+    metric_name: Json = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_LENGTH,
+        "pattern": NAME_PATTERN,
+        "description": "1-255 of A-Z a-z 0-9 _ - and '.', no leading, trailing or doubled '.'.",
+        "examples": ["web.requests"],
+    }
+    value: Json = {"type": "number", "description": "A finite number."}
+    iso_time: Json = {"type": "string", "format": "date-time",
+                      "examples": ["2026-11-28T14:00:00Z"]}
+    schemas: Json = {
+        "MetricName": metric_name,
+        "Timestamp": timestamp,
+        "CounterPoint": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["metric"],
+            "properties": {
+                "metric": _ref("MetricName"),
+                "value": {**value, "default": 1,
+                          "description": "The increment; may be negative. Default 1."},
+                "timestamp": _ref("Timestamp"),
+            },
+        },
+        "ValuePoint": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["metric", "value"],
+            "properties": {
+                "metric": _ref("MetricName"),
+                "value": value,
+                "timestamp": _ref("Timestamp"),
+            },
+        },
+        "BatchPoint": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["metric", "type"],
+            "properties": {
+                "metric": _ref("MetricName"),
+                "type": {"type": "string", "enum": list(KINDS)},
+                "value": {**value, "description":
+                          "Required for values; for counters the increment, default 1."},
+                "timestamp": _ref("Timestamp"),
+            },
+        },
+        "Batch": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["points"],
+            "properties": {
+                "points": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH_POINTS,
+                    "items": _ref("BatchPoint"),
+                },
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["accepted"],
+            "properties": {"accepted": {"type": "integer", "minimum": 1,
+                                        "description": "Points committed."}},
+        },
+        "MetricSummary": {
+            "type": "object",
+            "required": ["name", "kind", "created_at", "first_seen", "last_seen"],
+            "properties": {
+                "name": _ref("MetricName"),
+                "kind": {"type": "string", "enum": list(KINDS)},
+                "created_at": iso_time,
+                "first_seen": {**iso_time, "type": ["string", "null"],
+                               "description": "The oldest stored point (null: none)."},
+                "last_seen": {**iso_time, "type": ["string", "null"],
+                              "description": "The newest stored point (null: none)."},
+            },
+        },
+        "MetricList": {
+            "type": "object",
+            "required": ["metrics", "next_cursor"],
+            "properties": {
+                "metrics": {"type": "array", "items": _ref("MetricSummary")},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next page; null on the last.",
+                },
+            },
+        },
+        "Series": {
+            "type": "object",
+            "required": ["metric", "kind", "interval", "aggregation", "fill", "from", "to",
+                         "points"],
+            "properties": {
+                "metric": _ref("MetricName"),
+                "kind": {"type": "string", "enum": list(KINDS)},
+                "interval": {"type": "integer", "minimum": 1,
+                             "description": "Bucket width in seconds."},
+                "aggregation": {"type": "string", "enum": list(AGGREGATIONS)},
+                "fill": {"type": "string", "enum": list(FILLS)},
+                "from": {**iso_time, "description": "Start of the first bucket."},
+                "to": {**iso_time, "description": "End of the range (exclusive)."},
+                "points": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["timestamp", "value"],
+                        "properties": {
+                            "timestamp": {**iso_time, "description": "The bucket's start."},
+                            "value": {"type": ["number", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                "error": {"type": "string"},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "details"],
+                    "properties": {
+                        "code": {"type": "string", "enum": sorted(set(CODES.values()))},
+                        "message": {"type": "string"},
+                        "details": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["index", "field", "message"],
+                                "properties": {
+                                    "index": {"type": ["integer", "null"], "description":
+                                              "The point's position in a batch, else null."},
+                                    "field": {"type": "string"},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }
+    headers: Json = {
+        "X-RateLimit-Limit": {
+            "description": "The key's bucket size (requests it may burst).",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+        "X-RateLimit-Remaining": {
+            "description": "Requests left in the key's bucket (shared across processes "
+                           "when Redis is used, as last seen by this process).",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "Retry-After": {
+            "description": "Seconds until the key may send again.",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    }
+    interval_help = (
+        "Bucket width: second, minute, hour, day or a count with s, m, h, d (10s, 5m, 1h, "
+        f"1d); must divide a day or be whole days. At most {MAX_QUERY_BUCKETS} buckets."
+    )
+    paths: Json = {
+        "/api/metrics/counter": _ingest(
+            "Count an event",
+            "Adds `value` (default 1) to the counter in the second of `timestamp`.",
+            "CounterPoint", {"metric": "web.requests", "value": 1},
+        ),
+        "/api/metrics/value": _ingest(
+            "Record a value",
+            "Records one sample (count, sum, min, max) in the second of `timestamp`.",
+            "ValuePoint", {"metric": "web.latency_ms", "value": 12.5},
+        ),
+        "/api/metrics/batch": _ingest(
+            "Record up to 1000 points",
+            "All or nothing: one invalid point and nothing is recorded (422).",
+            "Batch", {"points": [
+                {"metric": "web.requests", "type": "counter", "value": 3},
+                {"metric": "web.latency_ms", "type": "value", "value": 12.5,
+                 "timestamp": "2026-11-28T14:00:00Z"},
+            ]},
+        ),
+        "/api/metrics": {
+            "get": {
+                "operationId": "listMetrics",
+                "tags": ["query"],
+                "summary": "List metrics",
+                "description": "Metrics whose name starts with `prefix`, ordered by name.",
+                "security": [{"ApiKey": []}],
+                "parameters": [
+                    {"name": "prefix", "in": "query", "required": False,
+                     "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                                "pattern": r"^[A-Za-z0-9_.-]*$", "default": ""}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                "default": 100}},
+                    {"name": "cursor", "in": "query", "required": False,
+                     "description": "The `next_cursor` of the previous page (opaque).",
+                     "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _ok("MetricList", "One page of metrics."),
+                    "422": _error("Invalid or unknown parameter.", *_LIMIT_HEADERS),
+                    **_guarded_errors("read"),
+                },
+            }
+        },
+        "/api/metrics/{name}": {
+            "get": {
+                "operationId": "getSeries",
+                "tags": ["query"],
+                "summary": "Aggregate a metric over time",
+                "description": (
+                    "Buckets of `interval` seconds aligned to epoch multiples (days at UTC "
+                    "midnight) covering [from, to). Default range: the last hour. "
+                    "Default aggregation: `sum` for counters, `avg` for values. Default "
+                    "fill of empty buckets: 0 for sum/count/rate, null otherwise."
+                ),
+                "security": [{"ApiKey": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True,
+                     "schema": _ref("MetricName")},
+                    {"name": "from", "in": "query", "required": False,
+                     "description": "Start: ISO 8601 or epoch seconds. Default: `to` - 1 h.",
+                     "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "required": False,
+                     "description": "End (exclusive): ISO 8601 or epoch seconds. Default: "
+                                    "now (the current second included).",
+                     "schema": {"type": "string"}},
+                    {"name": "interval", "in": "query", "required": False,
+                     "description": interval_help,
+                     "schema": {"type": "string", "default": "minute",
+                                "examples": ["minute", "10s", "5m", "1h", "1d"]}},
+                    {"name": "aggregation", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(AGGREGATIONS)}},
+                    {"name": "fill", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(FILLS)}},
+                ],
+                "responses": {
+                    "200": _ok("Series", "One point per bucket."),
+                    "404": _error("No such metric.", *_LIMIT_HEADERS),
+                    "422": _error("Invalid or unknown parameter, or more than "
+                                  f"{MAX_QUERY_BUCKETS} buckets.", *_LIMIT_HEADERS),
+                    **_guarded_errors("read"),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "tags": ["service"],
+                "summary": "Is the store answering?",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The store answers.",
+                            "content": {"application/json": {"schema": _ref("Health")}}},
+                    "503": {"description": "The store does not answer.",
+                            "content": {"application/json": {"schema": _ref("Health")}}},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "selfMetrics",
+                "tags": ["service"],
+                "summary": "Prometheus self-metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Prometheus text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "tags": ["service"],
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The OpenAPI 3.1 document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Glowing Fiesta",
+            "version": version or package_version(),
+            "description": (
+                "Metrics ingest and aggregate queries. Every `/api/` route except this "
+                "document needs an `X-API-Key` (scope `write` to ingest, `read` to query). "
+                f"Request bodies are JSON, at most {config.max_body_size} bytes. Errors are "
+                '`{"error": {"code", "message", "details": [{"index", "field", "message"}]}}`.'
+                " Ingest answers 200 only once its points are committed."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": "ingest"}, {"name": "query"}, {"name": "service"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "headers": headers,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "A token from `glowing-fiesta keys create`."},
+            },
+        },
+    }

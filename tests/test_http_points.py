@@ -1,0 +1,157 @@
+"""protocol.points: the pure HTTP point schema. No app, no I/O: values in, points or
+field errors out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.points import (
+    MAX_BATCH_POINTS,
+    FieldError,
+    InvalidPoints,
+    Point,
+    Window,
+    batch_points,
+    counter_point,
+    kind_conflicts,
+    to_rows,
+    value_point,
+)
+
+NOW = 1_764_338_400.25  # 2025-11-28T14:00:00.25Z
+WINDOW = Window(NOW, 7 * 86400)
+T = int(NOW)
+
+
+def errors_of(fn: Any, body: object) -> list[tuple[int | None, str]]:
+    with pytest.raises(InvalidPoints) as info:
+        fn(body, WINDOW)
+    return [(e.index, e.field) for e in info.value.errors]
+
+
+def test_counter_defaults() -> None:
+    assert counter_point({"metric": "a.b"}, WINDOW) == Point("a.b", "counter", 1.0, T)
+    assert counter_point({"metric": "a", "value": -3}, WINDOW) == Point("a", "counter", -3.0, T)
+    assert counter_point({"metric": "a", "timestamp": None}, WINDOW).ts == T
+
+
+@pytest.mark.parametrize("timestamp", [
+    T - 60, float(T - 60), str(T - 60), T - 59.9, "2025-11-28T13:59:00Z",
+    "2025-11-28T13:59:00", "2025-11-28T14:59:00+01:00", "2025-11-28T13:59:00.999Z",
+])
+def test_timestamps_iso_or_epoch_truncated_to_the_second(timestamp: object) -> None:
+    point = value_point({"metric": "a", "value": 1, "timestamp": timestamp}, WINDOW)
+    assert point.ts == T - 60
+
+
+def test_timestamp_window_edges() -> None:
+    oldest = NOW - 7 * 86400
+    assert value_point({"metric": "a", "value": 1, "timestamp": oldest}, WINDOW).ts == \
+        math.floor(oldest)
+    assert value_point({"metric": "a", "value": 1, "timestamp": NOW + 300}, WINDOW).ts == T + 300
+    for ts in (oldest - 1, NOW + 301, -1, "tomorrow", True, [T]):
+        assert errors_of(value_point, {"metric": "a", "value": 1, "timestamp": ts}) == [
+            (None, "timestamp")]
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"metric": "a"}, [(None, "value")]),
+    ({"metric": "a", "value": None}, [(None, "value")]),
+    ({"metric": "a", "value": "1"}, [(None, "value")]),
+    ({"metric": "a", "value": False}, [(None, "value")]),
+    ({"metric": "a", "value": math.inf}, [(None, "value")]),
+    ({"metric": "a", "value": math.nan}, [(None, "value")]),
+    ({"metric": "a", "value": 10**400}, [(None, "value")]),
+    ({"value": 1}, [(None, "metric")]),
+    ({"metric": "", "value": 1}, [(None, "metric")]),
+    ({"metric": "a..b", "value": 1}, [(None, "metric")]),
+    ({"metric": "a/b", "value": 1}, [(None, "metric")]),
+    ({"metric": "é", "value": 1}, [(None, "metric")]),
+    ({"metric": "a" * 256, "value": 1}, [(None, "metric")]),
+    ({"metric": "a", "value": 1, "type": "value"}, [(None, "type")]),  # not in single posts
+    ({"metric": ".", "value": "x", "extra": 1}, [(None, "extra"), (None, "metric"),
+                                                 (None, "value")]),
+    ([], [(None, "body")]),
+    ("a", [(None, "body")]),
+])
+def test_value_errors_name_each_field(body: object, expected: list[Any]) -> None:
+    assert errors_of(value_point, body) == expected
+
+
+def test_batch() -> None:
+    points = batch_points({"points": [
+        {"metric": "c", "type": "counter"},
+        {"metric": "v", "type": "value", "value": 2.5, "timestamp": T - 1},
+    ]}, WINDOW)
+    assert points == [Point("c", "counter", 1.0, T), Point("v", "value", 2.5, T - 1)]
+
+
+def test_batch_size_limits() -> None:
+    one = {"metric": "c", "type": "counter"}
+    assert len(batch_points({"points": [one] * MAX_BATCH_POINTS}, WINDOW)) == 1000
+    assert errors_of(batch_points, {"points": [one] * 1001}) == [(None, "points")]
+    assert errors_of(batch_points, {"points": []}) == [(None, "points")]
+    assert errors_of(batch_points, {"points": one}) == [(None, "points")]
+    assert errors_of(batch_points, {"point": [one]}) == [(None, "point"), (None, "points")]
+    assert errors_of(batch_points, [one]) == [(None, "body")]
+
+
+def test_batch_errors_carry_the_index() -> None:
+    body = {"points": [
+        {"metric": "ok", "type": "counter"},
+        {"metric": "ok", "type": "gauge", "value": 1},
+        {"metric": "ok", "type": "value"},
+        "nope",
+        {"metric": "ok", "type": "value", "value": 1, "timestamp": 0},
+    ]}
+    assert errors_of(batch_points, body) == [(1, "type"), (2, "value"), (3, "point"),
+                                             (4, "timestamp")]
+
+
+def test_error_lists_are_capped() -> None:
+    with pytest.raises(InvalidPoints) as info:
+        batch_points({"points": [{"metric": "..", "type": "x"}] * 1000}, WINDOW)  # 3 errors each
+    errors = info.value.errors
+    assert len(errors) == 100
+    assert errors[-1] == FieldError(None, "points", "2901 more errors not listed")
+    assert str(info.value).startswith("points[0].metric: ")
+
+
+def test_kind_conflicts_with_stored_kinds_and_within_the_request() -> None:
+    points = [Point("a", "counter", 1, T), Point("b", "value", 1, T),
+              Point("b", "counter", 1, T), Point("c", "value", 1, T)]
+    errors = kind_conflicts(points, {"a": "value"}, batch=True)
+    assert [(e.index, e.field) for e in errors] == [(0, "type"), (2, "type")]
+    assert "is a value; this point is a counter" in errors[0].message
+    assert kind_conflicts(points[:1], {"a": "counter"}, batch=False) == []
+    single = kind_conflicts(points[:1], {"a": "value"}, batch=False)
+    assert [(e.index, e.field) for e in single] == [(None, "metric")]
+
+
+def test_rows_aggregate_per_name_kind_and_second() -> None:
+    rows = to_rows([
+        Point("v", "value", 3, T), Point("v", "value", -1, T), Point("v", "value", 7, T),
+        Point("v", "value", 5, T + 1), Point("c", "counter", 2, T),
+    ])
+    assert sorted(rows) == [
+        ("c", "counter", T, 1, 2, 2, 2),
+        ("v", "value", T, 3, 9, -1, 7),
+        ("v", "value", T + 1, 1, 5, 5, 5),
+    ]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3),
+                          st.integers(-1000, 1000)), max_size=50))
+def test_rows_keep_count_sum_min_max(samples: list[tuple[str, int, int]]) -> None:
+    points = [Point(name, "value", float(v), T + dt) for name, dt, v in samples]
+    rows = to_rows(points)
+    assert sum(r[3] for r in rows) == len(points)
+    assert sum(r[4] for r in rows) == sum(v for *_, v in samples)
+    for name, _kind, ts, _cnt, _total, mn, mx in rows:
+        values = [v for n, dt, v in samples if n == name and T + dt == ts]
+        assert (mn, mx) == (min(values), max(values))
