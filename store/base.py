@@ -103,8 +103,13 @@ class Store(Protocol):
         """Revoke keys by exact name or display prefix; return how many."""
         ...
 
-    async def delete_points_before(self, before: int, chunk: int) -> int:
+    async def delete_points_before(
+        self, before: int, chunk: int, *, table: str = "points_1s"
+    ) -> int:
         """Delete up to ``chunk`` rows per metric older than ``before``; return rows deleted.
+
+        ``table`` is the level: points_1s (raw), points_1m or points_1h (rollups, see
+        store.rollups.LEVELS); anything else raises ValueError.
 
         Small primary-key-ordered chunks per metric so concurrent flushes never wait long.
         """

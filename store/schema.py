@@ -43,6 +43,28 @@ SQLITE_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
             "CREATE INDEX flushes_applied_at ON flushes (applied_at)",
         ],
     ),
+    (
+        2,  # rollups: points_1m and points_1h, filled from the per-second data
+        [
+            *(
+                f"""CREATE TABLE {table} (
+                metric_id INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                cnt REAL NOT NULL,
+                `sum` REAL NOT NULL,
+                mn REAL NOT NULL,
+                mx REAL NOT NULL,
+                PRIMARY KEY (metric_id, ts)) WITHOUT ROWID"""
+                for table in ("points_1m", "points_1h")
+            ),
+            *(
+                f"INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) "
+                f"SELECT metric_id, ts / {step} * {step} AS t, SUM(cnt), SUM(`sum`), MIN(mn), "
+                f"MAX(mx) FROM points_1s GROUP BY metric_id, t"
+                for table, step in (("points_1m", 60), ("points_1h", 3600))
+            ),
+        ],
+    ),
 ]
 
 MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
@@ -85,6 +107,33 @@ MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
                 PRIMARY KEY (writer_id, seq),
                 KEY flushes_applied_at (applied_at)
             ) ENGINE=InnoDB""",
+        ],
+    ),
+    (
+        2,  # rollups: points_1m and points_1h, filled from the per-second data
+        [
+            *(
+                f"""CREATE TABLE {table} (
+                metric_id BIGINT NOT NULL,
+                ts BIGINT NOT NULL,
+                cnt DOUBLE NOT NULL,
+                `sum` DOUBLE NOT NULL,
+                mn DOUBLE NOT NULL,
+                mx DOUBLE NOT NULL,
+                PRIMARY KEY (metric_id, ts)
+            ) ENGINE=InnoDB"""
+                for table in ("points_1m", "points_1h")
+            ),
+            # Additive: never fails on a row a writer added between CREATE and fill.
+            *(
+                f"INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) "
+                f"SELECT metric_id, ts DIV {step} * {step} AS t, SUM(cnt), SUM(`sum`), "
+                f"MIN(mn), MAX(mx) FROM points_1s GROUP BY metric_id, t ORDER BY metric_id, t "
+                f"ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt), "
+                f"`sum` = `sum` + VALUES(`sum`), mn = LEAST(mn, VALUES(mn)), "
+                f"mx = GREATEST(mx, VALUES(mx))"
+                for table, step in (("points_1m", 60), ("points_1h", 3600))
+            ),
         ],
     ),
 ]

@@ -8,6 +8,7 @@ waits on a SQLite call. WAL mode lets readers run while the writer commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import threading
@@ -19,15 +20,18 @@ from typing import Any, TypeVar, cast
 from protocol.buckets import BucketRow
 from protocol.names import Kind
 from store.base import ApiKey, Batch, MetricInfo, StoreError, StoreUnavailable, WriteResult
+from store.rollups import ROLLUPS, check_table, plan_reads, rollup
 from store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
 
-_UPSERT = (
-    "INSERT INTO points_1s (metric_id, ts, cnt, `sum`, mn, mx) VALUES (?, ?, ?, ?, ?, ?) "
+_UPSERT_TABLE = (
+    "INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (metric_id, ts) DO UPDATE SET cnt = cnt + excluded.cnt, "
     "`sum` = `sum` + excluded.`sum`, mn = min(mn, excluded.mn), mx = max(mx, excluded.mx)"
 )
+_UPSERT = _UPSERT_TABLE.format(table="points_1s")
+_ROLLUP_UPSERTS = [(_UPSERT_TABLE.format(table=table), step) for table, step in ROLLUPS]
 _METRIC_COLUMNS = (
     "m.id, m.name, m.kind, m.created_at, "
     "(SELECT MIN(ts) FROM points_1s p WHERE p.metric_id = m.id), "
@@ -181,6 +185,10 @@ class SQLiteStore:
                 rows.append((known[0], ts, cnt, total, mn, mx))
             rows.sort()  # one lock order for every writer (matters on MySQL; cheap here)
             conn.executemany(_UPSERT, rows)
+            level = rows
+            for upsert, step in _ROLLUP_UPSERTS:  # same transaction: levels always agree
+                level = rollup(level, step)  # minutes from seconds, hours from minutes
+                conn.executemany(upsert, level)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -229,13 +237,21 @@ class SQLiteStore:
         self, metric_id: int, start: int, end: int, interval: int
     ) -> list[BucketRow]:
         start -= start % interval
+        # The coarsest rollup that answers exactly, finer levels for the tail.
+        reads = plan_reads(start, end, interval)
 
         def run(conn: sqlite3.Connection) -> list[BucketRow]:
+            parts = [
+                f"SELECT ts / {interval:d} * {interval:d} AS bucket, cnt, `sum`, mn, mx "
+                f"FROM {table} WHERE metric_id = ? AND ts >= ? AND ts < ?"
+                for table, _low, _high in reads
+            ]
+            if not parts:
+                return []
             rows = conn.execute(
-                "SELECT ts / ? * ? AS bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) "
-                "FROM points_1s WHERE metric_id = ? AND ts >= ? AND ts < ? "
-                "GROUP BY bucket ORDER BY bucket",
-                (interval, interval, metric_id, start, end),
+                "SELECT bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
+                + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
+                [value for _table, low, high in reads for value in (metric_id, low, high)],
             ).fetchall()
             return [BucketRow(*row) for row in rows]
 
@@ -289,21 +305,33 @@ class SQLiteStore:
 
     # -- retention -------------------------------------------------------------
 
-    async def delete_points_before(self, before: int, chunk: int) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            metric_ids = [row[0] for row in conn.execute("SELECT id FROM metrics ORDER BY id")]
-            deleted = 0
-            for metric_id in metric_ids:
-                cursor = conn.execute(
-                    "DELETE FROM points_1s WHERE metric_id = ? AND ts IN ("
-                    "SELECT ts FROM points_1s WHERE metric_id = ? AND ts < ? "
-                    "ORDER BY ts LIMIT ?)",
-                    (metric_id, metric_id, before, chunk),
-                )
-                deleted += cursor.rowcount
-            return deleted
+    async def delete_points_before(
+        self, before: int, chunk: int, *, table: str = "points_1s"
+    ) -> int:
+        table = check_table(table)
 
-        return await self._write(run)
+        def expired(conn: sqlite3.Connection) -> list[int]:
+            # Only metrics that still hold expired rows (a primary-key probe each).
+            return [
+                int(row[0])
+                for row in conn.execute(
+                    f"SELECT m.id FROM metrics m WHERE EXISTS (SELECT 1 FROM {table} p "
+                    "WHERE p.metric_id = m.id AND p.ts < ?) ORDER BY m.id",
+                    (before,),
+                )
+            ]
+
+        metric_ids = await self._read(expired)
+        deleted = start = 0
+        while start < len(metric_ids):
+            # One short writer-thread job at a time: a flush queued on the writer thread
+            # waits behind one slice, never behind the whole pass.
+            count, start = await self._write(
+                functools.partial(_delete_slice, ids=metric_ids, start=start,
+                                  before=before, chunk=chunk, table=table)
+            )
+            deleted += count
+        return deleted
 
     async def delete_flush_records_before(self, before: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -311,6 +339,40 @@ class SQLiteStore:
             return int(cursor.rowcount)
 
         return await self._write(run)
+
+
+_DELETE_SLICE_SECONDS = 0.02  # a retention job on the writer thread stops after this
+
+
+def _delete_slice(
+    conn: sqlite3.Connection, *, ids: list[int], start: int, before: int, chunk: int,
+    table: str = "points_1s",
+) -> tuple[int, int]:
+    """Delete up to ``chunk`` expired rows of each metric from ``ids[start:]`` in one
+    transaction (one fsync), stopping after ~20 ms or ``chunk`` rows in all.
+    Returns (rows deleted, index of the next metric)."""
+    deadline = time.perf_counter() + _DELETE_SLICE_SECONDS
+    deleted = 0
+    index = start
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        while index < len(ids) and (
+            index == start or (deleted < chunk and time.perf_counter() < deadline)
+        ):
+            cursor = conn.execute(
+                f"DELETE FROM {table} WHERE metric_id = ? AND ts IN ("
+                f"SELECT ts FROM {table} WHERE metric_id = ? AND ts < ? "
+                "ORDER BY ts LIMIT ?)",
+                (ids[index], ids[index], before, chunk),
+            )
+            deleted += cursor.rowcount
+            index += 1
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return deleted, index
 
 
 def _api_key(row: Any) -> ApiKey:

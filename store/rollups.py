@@ -1,0 +1,79 @@
+"""Rollup levels (points_1m, points_1h) shared by both backends: pure code, no SQL I/O.
+
+A flush writes its per-second rows to points_1s and the same rows summed per minute and
+per hour to points_1m and points_1h, in the same transaction and with the same additive
+upsert, so every level holds exactly the totals of the seconds below it (as long as the
+seconds have not been expired by the shorter raw retention).
+
+A read of ``interval``-second buckets is answered from the coarsest level whose step
+divides the interval, for the whole steps of the range, and from the finer levels for
+the unaligned tail: the answer equals a scan of points_1s, for a fraction of the rows.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# (table, step in seconds), coarsest first. points_1s is the raw level.
+LEVELS: Final = (("points_1h", 3600), ("points_1m", 60), ("points_1s", 1))
+ROLLUPS: Final = (("points_1m", 60), ("points_1h", 3600))
+POINT_TABLES: Final = frozenset(table for table, _ in LEVELS)
+STEPS: Final = dict(LEVELS)  # table -> step
+
+IdRow = tuple[int, int, float, float, float, float]  # (metric_id, ts, cnt, sum, mn, mx)
+
+
+def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
+    """Sum ``rows`` per (metric, step-aligned ts).
+
+    ``rows`` must be sorted by (metric_id, ts), as the writers sort them for one lock
+    order; then each output row gathers adjacent input rows: one pass, no hashing, and
+    the output is sorted too, so a coarser level can be rolled up from a finer one.
+    """
+    out: list[IdRow] = []
+    append = out.append
+    last_id = last_ts = -1
+    cnt = total = mn = mx = 0.0
+    for metric_id, ts, c, s, lo, hi in rows:
+        start = ts - ts % step
+        if start == last_ts and metric_id == last_id:
+            cnt += c
+            total += s
+            if lo < mn:
+                mn = lo
+            if hi > mx:
+                mx = hi
+        else:
+            if last_id != -1:
+                append((last_id, last_ts, cnt, total, mn, mx))
+            last_id, last_ts, cnt, total, mn, mx = metric_id, start, c, s, lo, hi
+    if last_id != -1:
+        append((last_id, last_ts, cnt, total, mn, mx))
+    return out
+
+
+def plan_reads(start: int, end: int, interval: int) -> list[tuple[str, int, int]]:
+    """The (table, from, to) reads that answer ``[start, end)`` in ``interval`` buckets.
+
+    ``start`` must be aligned to ``interval``. Each level whose step divides the
+    interval covers the whole steps left, finer levels the tail before ``end``.
+    """
+    reads: list[tuple[str, int, int]] = []
+    low = start
+    for table, step in LEVELS:
+        if interval % step:
+            continue
+        high = end - end % step
+        if high > low:
+            reads.append((table, low, high))
+            low = high
+        if low >= end:
+            break
+    return reads
+
+
+def check_table(table: str) -> str:
+    """``table`` if it is a point table; it goes into SQL text, so nothing else may."""
+    if table not in POINT_TABLES:
+        raise ValueError(f"not a point table: {table!r}")
+    return table

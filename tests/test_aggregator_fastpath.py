@@ -1,0 +1,89 @@
+"""The fused parse+aggregate fast path of Aggregator.feed gives exactly what the general
+path (LineParser.parse, then add per sample) gives: buckets, kinds and every counter.
+Both implementations of the fast path: the optional C accelerator (collector/_fastfeed.c,
+when built) and the pure-Python loop."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector import aggregator
+from collector.aggregator import Aggregator
+from collector.config import CollectorConfig
+from collector.stats import CollectorStats
+
+NOW = int(time.time())
+NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed"]
+VALUES = [b"1", b"0", b"12", b"-3", b"2.5", b".5", b"1e3", b"+4", b"abc", b"", b"nan",
+          b"9" * 400, b"0" * 350 + b"1"]
+TYPES = [b"c", b"ms", b"g", b"v", b"h", b"d", b"s", b"", b"c\r", b"C"]
+TAILS = [b"", b"", b"", b"|@0.5", b"|@0.25|#a:b", b"|#tag", b"|T" + str(NOW - 5).encode(),
+         b"|T1", b"|zz", b"|@2"]
+
+# Lines that repeat, as real traffic does: the cached fast path handles them from their
+# third sight on (first: the name is learnt; second: the value|type part).
+COMMON = [b"a.b:1|c", b"a.b:1|c", b"c:2|ms", b"x.y.z:1|c", b"t-1:7|g", b"c:1|c", b"a.b:5|c",
+          b"x.y.z:2.5|c"]
+
+line = st.one_of(
+    st.sampled_from(COMMON),
+    st.sampled_from(COMMON),
+    st.builds(lambda n, v, t, tail: n + b":" + v + b"|" + t + tail,
+              st.sampled_from(NAMES), st.sampled_from(VALUES), st.sampled_from(TYPES),
+              st.sampled_from(TAILS)),
+    st.sampled_from([b"", b"\r", b"nonsense", b"bad..name:1|c", b"a.b:1", b"a.b" * 40 + b":1|c",
+                     b":1|c", b"a.b::1|c"]),
+)
+datagram = st.lists(line, min_size=1, max_size=20).map(b"\n".join)
+actions = st.lists(
+    st.one_of(datagram, st.sampled_from(["take", "learn", "tick"])), min_size=1, max_size=40
+)
+
+
+def state(agg: Aggregator, taken: list[dict]) -> tuple:
+    s = agg.stats
+    return ([*taken, agg.buckets], dict(agg.kinds), s.lines, s.samples, s.tags_ignored,
+            dict(s.drops), {k: len(v) for k, v in agg.held.items()})
+
+
+BUILT = aggregator._feed_fast
+
+
+@pytest.fixture(params=["c", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "c" and BUILT is None:
+        pytest.skip("collector._fastfeed is not built (optional C accelerator)")
+    monkeypatch.setattr(aggregator, "_feed_fast", BUILT if request.param == "c" else None)
+    return str(request.param)
+
+
+def test_fast_path_equals_general_path(implementation: str) -> None:
+    check()
+
+
+@settings(max_examples=300, deadline=None)
+@given(actions, st.sampled_from([2, 3, 1000]))
+def check(steps: list, max_buckets: int) -> None:
+    config = CollectorConfig(max_line_length=64, max_metrics=3, max_pending_buckets=max_buckets)
+    fast = Aggregator(config, CollectorStats())
+    slow = Aggregator(config, CollectorStats())
+    taken_fast: list[dict] = []
+    taken_slow: list[dict] = []
+    now = NOW
+    for step in steps:
+        if step == "take":
+            taken_fast.append(fast.take())
+            taken_slow.append(slow.take())
+        elif step == "learn":  # the store says "c" is a counter
+            fast.learn_kinds({"c": "counter"})
+            slow.learn_kinds({"c": "counter"})
+        elif step == "tick":
+            now += 1
+        else:
+            fast.feed(step, now)
+            slow._feed_parsed(step, now)
+    assert state(fast, taken_fast) == state(slow, taken_slow)
