@@ -24,3 +24,13 @@ class CollectorConfig:
     state_dir: Path = Path("var")
     drain_timeout: float = 2.0  # seconds to read what the sockets hold at shutdown
     shutdown_flush_timeout: float = 10.0
+    # -- durability (see docs/reliability.md) --
+    flush_timeout: float = 10.0  # seconds one database write may take before it is abandoned
+    spool_after: float = 10.0  # seconds of failing flushes before pending batches are spooled
+    max_pending_rows: int = 500_000  # unwritten rows held in memory; past it: spool now
+    spool_max_bytes: int = 1 << 30  # spool file budget; 0: no limit but the disk
+    retention_interval: float = 300.0  # seconds between retention passes; 0: no pass
+    retention_chunk: int = 10_000  # rows deleted per metric per statement
+    # -- rollups (store.rollups): how long each level is kept --
+    retention_1m: int = 90 * 86400  # points_1m
+    retention_1h: int = 730 * 86400  # points_1h

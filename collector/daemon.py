@@ -2,7 +2,11 @@
 
 Shutdown order matters for "nothing received is lost": stop accepting new TCP
 connections, keep reading until the kernel holds nothing more for our sockets (or
-drain_timeout passes), close the sockets, then flush everything to the store.
+drain_timeout passes), close the sockets, then flush everything to the store, or to
+the spool when the store cannot take it.
+
+The database may be down at start-up: the collector binds its sockets anyway, spools,
+and retries the schema migration in the background (``migrated=False``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from collector.listeners import (
     bytes_waiting,
     udp_kernel_drops,
 )
-from collector.stats import CollectorStats
+from collector.retention import run_retention
+from collector.spool import Spool
+from collector.stats import CollectorStats, LogLimiter
 from store.base import ApiKey, Store, StoreError
 from store.keycache import KeyCache, usable
 
 log = logging.getLogger(__name__)
 
 KEY_RETRY_DELAY = 1.0  # seconds between key lookups while the store is unreachable
+MIGRATE_RETRY_MAX = 30.0  # seconds between migration attempts, at most
 
 
 class Collector:
@@ -39,17 +46,28 @@ class Collector:
         *,
         writer_id: str | None = None,
         reuse_port: bool = False,
+        spool: Spool | None = None,
+        migrated: bool = True,
     ) -> None:
+        """``spool``: share one with the HTTP service of this process (its owner closes
+        it); None: ``spool-collector.sqlite`` in ``config.state_dir``, taken at start-up
+        if a dead process left it, else created when first needed.
+        ``migrated=False``: the schema migration failed at start-up; retry it."""
         self.config = config
         self.store = store
         self.reuse_port = reuse_port
+        self.spool = spool
+        self._owns_spool = spool is None
         self.stats = CollectorStats()
+        self.stats.store_ready = int(migrated)
+        self._limited_log = LogLimiter(log)
         self.keys = KeyCache(store, config.key_cache_ttl)
         self.aggregator = Aggregator(
             config, self.stats, key_check=self._key_check, on_unknown_key=self._look_up_key
         )
         self.flusher = Flusher(
-            store, self.aggregator, config, self.stats, writer_id or new_writer_id("collector")
+            store, self.aggregator, config, self.stats, writer_id or new_writer_id("collector"),
+            spool=spool, store_ready=migrated,
         )
         self.udp_address: tuple[str, int] | None = None
         self.tcp_address: tuple[str, int] | None = None
@@ -58,16 +76,33 @@ class Collector:
         self._tcp_server: asyncio.Server | None = None
         self._tcp_connections: set[TcpProtocol] = set()
         self._stopping = asyncio.Event()
+        self._shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()  # key lookups
         self._flush_task: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._housekeeping: list[asyncio.Task[None]] = []  # cancelled at shutdown
 
     # -- lifecycle -------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Bind the sockets and start flushing. Raises OSError if a port is taken."""
+        """Open the spool, bind the sockets and start flushing.
+
+        Raises OSError if a port is taken or the spool cannot be opened (SpoolError).
+        """
         loop = asyncio.get_running_loop()
         config = self.config
+        if self.spool is None:
+            self.spool = await Spool.open_existing(
+                config.state_dir, "collector", max_bytes=config.spool_max_bytes
+            )
+            self.flusher.spool = self.spool
+            self.flusher.open_spool = lambda: Spool.open(
+                config.state_dir, "collector", max_bytes=config.spool_max_bytes
+            )
+        self.flusher.update_gauges()
+        if self.spool is not None and self.spool.batches:
+            log.info("spool %s holds %d batch(es) (%d rows) from an earlier run; "
+                     "they are written first", self.spool.path, self.spool.batches,
+                     self.spool.rows)
         if config.udp_port is not None:
             sock = bind_udp(config.host, config.udp_port, config.udp_rcvbuf,
                             reuse_port=self.reuse_port)
@@ -80,7 +115,7 @@ class Collector:
             log.info("listening on UDP %s:%d", *self.udp_address)
         if config.tcp_port is not None:
             self._tcp_server = await loop.create_server(
-                lambda: TcpProtocol(self.aggregator, self.stats, config, self._tcp_connections),
+                self._tcp_protocol,
                 config.host,
                 config.tcp_port,
                 reuse_port=self.reuse_port or None,
@@ -89,7 +124,13 @@ class Collector:
             self.tcp_address = self._tcp_server.sockets[0].getsockname()[:2]
             log.info("listening on TCP %s:%d", *self.tcp_address)
         self._flush_task = asyncio.create_task(self.flusher.run(self._stopping))
-        self._sweeper = asyncio.create_task(self._close_idle_connections())
+        self._housekeeping.append(asyncio.create_task(self._close_idle_connections()))
+        if not self.flusher.store_ready.is_set():
+            self._housekeeping.append(asyncio.create_task(self._migrate_until_done()))
+        if config.retention_interval > 0:
+            self._housekeeping.append(asyncio.create_task(run_retention(
+                self.store, config, self.stats, self.flusher.store_ready, self._stopping
+            )))
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (by a signal handler), then shut down."""
@@ -97,9 +138,13 @@ class Collector:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop intake, drain the sockets, final flush. Idempotent."""
-        if self._stopping.is_set():
+        """Stop intake, drain the sockets, final flush (or spool). Idempotent.
+
+        Takes at most about drain_timeout + flush_timeout + shutdown_flush_timeout.
+        """
+        if self._shutting_down:
             return
+        self._shutting_down = True
         log.info("collector shutting down: draining sockets")
         if self._tcp_server is not None:
             self._tcp_server.close()  # no new connections
@@ -111,14 +156,17 @@ class Collector:
         if self._tcp_server is not None:
             await self._tcp_server.wait_closed()
         self._stopping.set()
+        for task in self._housekeeping:
+            task.cancel()
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
         if self._flush_task is not None:
-            await self._flush_task
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+            await self._flush_task  # returns after the write in progress
         await self._final_flush()
         for task in self._tasks:  # key lookups that never answered
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._owns_spool and self.flusher.spool is not None:
+            await self.flusher.spool.close()
 
     async def _drain(self) -> None:
         """Keep reading while the kernel still holds data for our sockets."""
@@ -140,15 +188,26 @@ class Collector:
         deadline = time.monotonic() + self.config.shutdown_flush_timeout
         if self.aggregator.held and self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.config.shutdown_flush_timeout / 2)
-        while time.monotonic() < deadline:
-            if await self.flusher.flush(force=True):
-                log.info("final flush done: %d rows flushed in total", self.stats.rows_flushed)
-                return
-            await asyncio.sleep(0.2)
-        log.error(
-            "shutdown: %d batch(es) (%d rows) could not be flushed",
-            len(self.flusher.pending), self.flusher.pending_rows,
-        )
+        await self.flusher.finish(max(0.5, deadline - time.monotonic()))
+
+    async def _migrate_until_done(self) -> None:
+        """The database was down at start-up: migrate as soon as it answers."""
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                applied = await self.store.migrate()
+            except StoreError as exc:
+                delay = min(MIGRATE_RETRY_MAX, delay * 2)
+                log.warning("database %s still unreachable (%s); ingest is held in memory "
+                            "and the spool; next try in %.0fs",
+                            self.store.url_for_logs, exc, delay)
+                continue
+            log.info("database %s reachable: migrations %s applied; flushing",
+                     self.store.url_for_logs, applied or "none needed")
+            self.stats.store_ready = 1
+            self.flusher.mark_store_ready()
+            return
 
     # -- keys ------------------------------------------------------------------
 
@@ -172,6 +231,15 @@ class Collector:
             self.aggregator.release_key(token, usable(key, "write"))
             return
 
+    # -- TCP bounds -------------------------------------------------------------
+
+    def _tcp_protocol(self) -> asyncio.Protocol:
+        """A protocol for a new connection; past --max-tcp-connections one that closes
+        it at once (counted; logged at most every 10 s however hard the flood)."""
+        if len(self._tcp_connections) >= self.config.max_tcp_connections:
+            return _Refused(self.stats, self._limited_log, self.config.max_tcp_connections)
+        return TcpProtocol(self.aggregator, self.stats, self.config, self._tcp_connections)
+
     # -- housekeeping ----------------------------------------------------------
 
     async def _close_idle_connections(self) -> None:
@@ -182,6 +250,10 @@ class Collector:
             for connection in list(self._tcp_connections):
                 if connection.last_active < cutoff:
                     self.stats.tcp_idle_closed += 1
+                    self._limited_log.log(
+                        "idle", logging.INFO,
+                        "closed a TCP connection idle for %.0fs (--tcp-idle-timeout)", timeout,
+                    )
                     connection.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -191,3 +263,24 @@ class Collector:
 
     def kernel_drops(self) -> int | None:
         return None if self._udp_socket is None else udp_kernel_drops(self._udp_socket)
+
+    @property
+    def open_tcp_connections(self) -> int:
+        return len(self._tcp_connections)
+
+
+class _Refused(asyncio.Protocol):
+    """Closes a connection over --max-tcp-connections before reading anything."""
+
+    def __init__(self, stats: CollectorStats, limited_log: LogLimiter, limit: int) -> None:
+        self.stats = stats
+        self.limited_log = limited_log
+        self.limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.stats.tcp_refused += 1
+        self.limited_log.log(
+            "refused", logging.WARNING,
+            "refusing TCP connections: %d open (--max-tcp-connections)", self.limit,
+        )
+        transport.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import Any, TypeVar
 
 import click
 
+from collector.admin import AdminConfig
 from collector.config import CollectorConfig
 from glowing_fiesta import __version__
 from glowing_fiesta.config import Config, ConfigError
 from glowing_fiesta.logs import configure_logging
+from glowing_fiesta.notify import Notifier
 from glowing_fiesta.runner import run_async, run_services
+from glowing_fiesta.workers import run_workers
 from protocol.tokens import display_prefix, generate_token, hash_token, parse_scopes
 from protocol.units import format_timestamp, parse_duration, parse_rate_limit
 from query.config import HttpConfig
@@ -51,8 +55,9 @@ def common_options(f: F) -> F:
         option("--state-dir", type=click.Path(path_type=Path), default=Path("var"),
                help="Directory for local state (the spool)."),
         option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-               default="info"),
-        option("--log-format", type=click.Choice(["text", "json"]), default="text"),
+               default="info", help="Least severe log level written to stderr."),
+        option("--log-format", type=click.Choice(["text", "json"]), default="text",
+               help="One line per event: plain text, or one JSON object per line."),
     ]):
         f = decorator(f)
     return f
@@ -73,7 +78,8 @@ def collector_options(f: F) -> F:
         option("--max-line-length", type=click.IntRange(min=64), default=d.max_line_length,
                help="Longer lines are dropped (too_long)."),
         option("--max-tcp-connections", type=click.IntRange(min=1),
-               default=d.max_tcp_connections),
+               default=d.max_tcp_connections,
+               help="Open TCP connections; more are closed at once (counted)."),
         option("--tcp-idle-timeout", type=click.FloatRange(min=1), default=d.tcp_idle_timeout,
                help="Seconds before an idle TCP connection is closed."),
         option("--max-metrics", type=click.IntRange(min=1), default=d.max_metrics,
@@ -83,10 +89,43 @@ def collector_options(f: F) -> F:
                help="Unflushed metric-seconds held in memory; past it samples are dropped."),
         option("--retention-raw", type=DURATION, default="7d",
                help="How long per-second points are kept; also the oldest |T accepted."),
+        option("--retention-1m", type=DURATION, default="90d",
+               help="How long per-minute rollups (points_1m) are kept."),
+        option("--retention-1h", type=DURATION, default="730d",
+               help="How long per-hour rollups (points_1h) are kept."),
         option("--require-key/--no-require-key", default=d.require_key,
                help="Drop UDP/TCP lines without a valid key prefix."),
         option("--key-cache-ttl", type=click.FloatRange(min=0), default=d.key_cache_ttl,
                help="Seconds an API-key lookup is cached (revocation delay)."),
+        option("--flush-timeout", type=click.FloatRange(min=0.1), default=d.flush_timeout,
+               help="Seconds one database write may take; then it is abandoned and retried."),
+        option("--spool-after", type=click.FloatRange(min=0), default=d.spool_after,
+               help="Seconds of failing flushes before pending batches go to the spool "
+               "in --state-dir."),
+        option("--max-pending-rows", type=click.IntRange(min=1000), default=d.max_pending_rows,
+               help="Unwritten rows held in memory; past it they go to the spool at once."),
+        option("--spool-max-bytes", type=click.IntRange(min=0), default=d.spool_max_bytes,
+               help="Spool size budget in bytes (compressed); 0: only the disk limits it."),
+        option("--retention-interval", type=DURATION, default="5m",
+               help="Time between the collector's retention passes; 0: none."),
+        option("--retention-chunk", type=click.IntRange(min=1), default=d.retention_chunk,
+               help="Rows a retention statement deletes per metric."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def admin_options(f: F) -> F:
+    d = AdminConfig()
+    for decorator in reversed([
+        option("--admin-host", default=d.host,
+               help="Address for the collector's /metrics and /healthz (no authentication)."),
+        option("--admin-port", type=click.IntRange(0, 65535), default=None,
+               help="Port for the collector's /metrics and /healthz; 0 binds an ephemeral "
+               "port [default: no admin listener]."),
+        option("--self-metrics/--no-self-metrics", default=False,
+               help="Also record the collector's own figures as glowing_fiesta.collector.* "
+               "metrics, every flush interval."),
     ]):
         f = decorator(f)
     return f
@@ -100,9 +139,9 @@ def http_options(f: F) -> F:
         option("--http-port", type=click.IntRange(0, 65535), default=d.port,
                help="HTTP port; 0 binds an ephemeral port."),
         option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-               default=None),
+               default=None, help="PEM certificate chain: serve HTTPS."),
         option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-               default=None),
+               default=None, help="PEM private key for --tls-cert."),
         option("--allow-plain-http", is_flag=True, default=False,
                help="Serve plain HTTP on a non-loopback address (behind a TLS proxy)."),
         option("--redis-url", default=None,
@@ -141,6 +180,14 @@ def build_config(params: dict[str, Any]) -> Config:
         require_key=get("require_key", c.require_key),
         key_cache_ttl=key_ttl,
         state_dir=state_dir,
+        flush_timeout=get("flush_timeout", c.flush_timeout),
+        spool_after=get("spool_after", c.spool_after),
+        max_pending_rows=get("max_pending_rows", c.max_pending_rows),
+        spool_max_bytes=get("spool_max_bytes", c.spool_max_bytes),
+        retention_interval=float(get("retention_interval", c.retention_interval)),
+        retention_chunk=get("retention_chunk", c.retention_chunk),
+        retention_1m=get("retention_1m", c.retention_1m),
+        retention_1h=get("retention_1h", c.retention_1h),
     )
     http = HttpConfig(
         host=get("http_host") or host,
@@ -178,22 +225,46 @@ def main() -> None:
 
 def _serve(params: dict[str, Any], *, collector: bool, http: bool) -> None:
     config = build_config(params)
+    admin = AdminConfig(
+        host=params.get("admin_host") or AdminConfig().host,
+        port=params.get("admin_port"),
+        self_metrics=bool(params.get("self_metrics")),
+    )
     configure_logging(config.log_level, config.log_format)
-    raise SystemExit(run_async(run_services(config, collector=collector, http=http)))
+    # systemd's NOTIFY_SOCKET and WATCHDOG_USEC: read here, the one place that reads
+    # the environment.
+    notifier = Notifier.from_environ(os.environ)
+    workers = int(params.get("workers") or 1)
+    if workers > 1:
+        if admin.port is not None:
+            raise click.UsageError("--admin-port cannot be used with --workers")
+        raise SystemExit(run_workers(config, workers, collector=collector, http=http,
+                                     notifier=notifier))
+    raise SystemExit(run_async(run_services(
+        config, collector=collector, http=http, notifier=notifier, admin=admin)))
 
 
 @main.command()
 @common_options
 @collector_options
+@admin_options
 @http_options
 def run(**params: Any) -> None:
     """Collector and HTTP service in one process (the embedded default)."""
     _serve(params, collector=True, http=True)
 
 
+WORKERS = option(
+    "--workers", type=click.IntRange(1, 256), default=1,
+    help="Processes sharing the ports (SO_REUSEPORT), one event loop each.",
+)
+
+
 @main.command()
 @common_options
 @collector_options
+@admin_options
+@WORKERS
 def collector(**params: Any) -> None:
     """The UDP/TCP collector only."""
     _serve(params, collector=True, http=False)
@@ -207,6 +278,7 @@ def collector(**params: Any) -> None:
         help="Oldest timestamp accepted by HTTP ingest.")
 @option("--key-cache-ttl", type=click.FloatRange(min=0), default=10.0,
         help="Seconds an API-key lookup is cached (revocation delay).")
+@WORKERS
 def serve(**params: Any) -> None:
     """The HTTP query and ingest service only."""
     _serve(params, collector=False, http=True)

@@ -13,10 +13,13 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from collector.admin import AdminConfig, start_admin
 from collector.daemon import Collector
+from collector.metrics import SelfMetrics
 from glowing_fiesta.config import Config
+from glowing_fiesta.notify import Notifier
 from query.app import make_app
-from store import StoreError, open_store
+from store import StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("glowing_fiesta")
 
@@ -33,8 +36,21 @@ async def run_services(
     collector: bool,
     http: bool,
     on_ready: Callable[[], None] | None = None,
+    notifier: Notifier | None = None,
+    admin: AdminConfig | None = None,
+    reuse_port: bool = False,
+    worker: int | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit status."""
+    """Run until SIGTERM/SIGINT; return the process exit status.
+
+    ``notifier`` reports to systemd: READY=1 once the sockets are bound and the store
+    has answered, STOPPING=1 on the way out, watchdog pings from a task on this loop.
+    ``admin`` (collector only): the admin listener and --self-metrics.
+    ``reuse_port``/``worker``: one of the --workers processes (glowing_fiesta.workers).
+    """
+    notifier = notifier or Notifier()
+    admin = admin or AdminConfig()
+    notifier.status("starting: opening the database")
     store = open_store(config.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,9 +58,21 @@ async def run_services(
         loop.add_signal_handler(signum, stop.set)
     daemon: Collector | None = None
     http_runner: web.AppRunner | None = None
+    admin_runner: web.AppRunner | None = None
+    self_metrics: asyncio.Task[None] | None = None
+    watchdog = asyncio.create_task(notifier.run_watchdog())
     try:
+        migrated = True
         try:
             applied = await store.migrate()
+        except StoreUnavailable as exc:
+            if not collector:
+                log.error("cannot open the database %s: %s", store.url_for_logs, exc)
+                return 1
+            # The collector starts anyway: it spools and migrates once the database answers.
+            log.warning("database %s unreachable (%s): starting anyway; the collector "
+                        "spools and retries the migration", store.url_for_logs, exc)
+            applied, migrated = [], False
         except StoreError as exc:
             log.error("cannot open the database %s: %s", store.url_for_logs, exc)
             return 1
@@ -52,30 +80,65 @@ async def run_services(
             log.info("applied migrations %s to %s", applied, store.url_for_logs)
         try:
             if collector:
-                daemon = Collector(config.collector, store)
+                daemon = Collector(config.collector, store, migrated=migrated,
+                                   reuse_port=reuse_port)
                 await daemon.startup()
+                admin_runner = await start_admin(admin, daemon)
+                if admin.self_metrics:
+                    self_metrics = asyncio.create_task(
+                        SelfMetrics(daemon).run(config.collector.flush_interval))
             if http:
-                http_runner = await start_http(config, store)
+                http_runner = await start_http(config, store, reuse_port=reuse_port)
         except OSError as exc:  # a port in use, an address we cannot bind
             log.error("cannot start: %s", exc)
             return 1
-        log.info("ready")
+        if worker is None:
+            log.info("ready")
+        else:  # the parent says "ready" once every worker is
+            log.info("worker %d ready", worker)
+        where = _listening(daemon, http_runner, admin_runner)
+        # A collector whose database is down is ready all the same: it takes lines and
+        # spools them (waiting for the database would lose them).
+        notifier.ready(f"ready: {where}" if migrated
+                       else f"ready, database unreachable (spooling): {where}")
         if on_ready is not None:
             on_ready()
         await stop.wait()
         log.info("stopping")
+        notifier.stopping("stopping: draining sockets, final flush")
         return 0
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if http_runner is not None:
             await http_runner.cleanup()  # before the store closes: it may be writing
+        if self_metrics is not None:
+            self_metrics.cancel()
         if daemon is not None:
             await daemon.shutdown()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await store.close()
+        watchdog.cancel()  # pinging until here: the final flush may take a while
+        await asyncio.gather(watchdog, *filter(None, [self_metrics]), return_exceptions=True)
+        notifier.close()
 
 
-async def start_http(config: Config, store: Any) -> web.AppRunner:
+def _listening(
+    daemon: Collector | None, http_runner: web.AppRunner | None,
+    admin_runner: web.AppRunner | None,
+) -> str:
+    """Where we listen, for systemd's STATUS= line (``systemctl status``)."""
+    where: list[tuple[str, Any]] = []
+    if daemon is not None:
+        where += [("UDP", daemon.udp_address), ("TCP", daemon.tcp_address)]
+    for label, runner in (("HTTP", http_runner), ("admin", admin_runner)):
+        if runner is not None:
+            where += [(label, address) for address in runner.addresses]
+    return ", ".join(f"{label} {a[0]}:{a[1]}" for label, a in where if a is not None)
+
+
+async def start_http(config: Config, store: Any, *, reuse_port: bool = False) -> web.AppRunner:
     http = config.http
     runner = web.AppRunner(make_app(http, store), access_log=None, handle_signals=False)
     await runner.setup()
@@ -83,7 +146,8 @@ async def start_http(config: Config, store: Any) -> web.AppRunner:
     if http.tls_cert is not None and http.tls_key is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(http.tls_cert, http.tls_key)
-    site = web.TCPSite(runner, http.host, http.port, ssl_context=ssl_context, backlog=1024)
+    site = web.TCPSite(runner, http.host, http.port, ssl_context=ssl_context, backlog=1024,
+                       reuse_port=reuse_port or None)
     await site.start()
     for address in runner.addresses:
         log.info("listening on HTTP%s %s:%d", "S" if ssl_context else "", *address[:2])
