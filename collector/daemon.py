@@ -22,6 +22,7 @@ from collector.flusher import Flusher, new_writer_id
 from collector.listeners import (
     TcpProtocol,
     UdpProtocol,
+    accept_backlog,
     bind_udp,
     bytes_waiting,
     udp_kernel_drops,
@@ -147,6 +148,7 @@ class Collector:
         self._shutting_down = True
         log.info("collector shutting down: draining sockets")
         if self._tcp_server is not None:
+            await self._accept_pending()
             self._tcp_server.close()  # no new connections
         await self._drain()
         if self._udp_transport is not None:
@@ -167,6 +169,18 @@ class Collector:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._owns_spool and self.flusher.spool is not None:
             await self.flusher.spool.close()
+
+    async def _accept_pending(self) -> None:
+        """Accept the connections already queued on the listener before closing it
+        (closing would reset them, losing lines their clients sent before the signal)."""
+        assert self._tcp_server is not None
+        deadline = time.monotonic() + self.config.drain_timeout / 2
+        listeners = list(self._tcp_server.sockets)
+        while time.monotonic() < deadline:
+            if not any(accept_backlog(sock) for sock in listeners):
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)  # let connection_made run for the last accepted ones
 
     async def _drain(self) -> None:
         """Keep reading while the kernel still holds data for our sockets."""

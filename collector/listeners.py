@@ -174,3 +174,27 @@ def udp_kernel_drops(sock: Any) -> int | None:
 
 def _socket_inode(sock: Any) -> str:
     return os.readlink(f"/proc/self/fd/{sock.fileno()}").removeprefix("socket:[").rstrip("]")
+
+
+def accept_backlog(sock: Any) -> int:
+    """Connections the kernel has completed for a listening TCP socket that we have not
+    accept()ed yet (rx_queue of a LISTEN row in /proc/net/tcp{,6}); 0 if unknown.
+
+    At shutdown their data is as "received" as any other: a client that connected and
+    sent before the signal must not be reset by closing the listener under it.
+    """
+    try:
+        inode = _socket_inode(sock)
+    except OSError:
+        return 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                next(handle)
+                for row in handle:
+                    fields = row.split()
+                    if len(fields) >= 10 and fields[9] == inode and fields[3] == "0A":
+                        return int(fields[4].split(":")[1], 16)
+        except OSError:
+            continue
+    return 0

@@ -119,3 +119,41 @@ async def test_keys_create_list_revoke(tmp_path: Path) -> None:
     status, _, err = await run_cli("keys", "create", "x", "--scopes", "admin",
                                    "--database-url", url)
     assert status == 2 and "unknown scope" in err
+
+
+async def test_sigterm_keeps_lines_of_connections_not_yet_accepted(tmp_path: Path) -> None:
+    """Clients that connected and sent while the daemon was not scheduled (SIGSTOP, the
+    stand-in for a busy loop) are still in the listen queue at SIGTERM: their lines are
+    stored, not reset with the listener."""
+    daemon = await DaemonProcess.start(
+        "collector", "--udp-port", "0", "--tcp-port", "0", "--flush-interval", "0.2",
+        cwd=tmp_path,
+    )
+    port = daemon.ports["TCP"]
+    daemon.process.send_signal(signal.SIGSTOP)
+    try:
+        writers = []
+        for i in range(20):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"queued.c{i % 4}:1|c\n".encode() * 50)
+            await writer.drain()
+            writers.append(writer)
+        daemon.process.send_signal(signal.SIGTERM)
+    finally:
+        daemon.process.send_signal(signal.SIGCONT)
+    status = await daemon.stop()
+    for writer in writers:
+        writer.close()
+    assert status == 0, daemon.log
+    store = open_store(f"sqlite:///{tmp_path / 'var' / 'glowing-fiesta.db'}")
+    try:
+        now = int(time.time())
+        total = 0.0
+        for i in range(4):
+            info = await store.get_metric(f"queued.c{i}")
+            assert info is not None
+            rows = await store.read_buckets(info.id, now - 600, now + 60, 3600)
+            total += sum(row.sum for row in rows)
+        assert total == 1000
+    finally:
+        await store.close()
