@@ -13,6 +13,7 @@ import click
 
 from collector.admin import AdminConfig
 from collector.config import CollectorConfig
+from collector.retention import FLUSH_RECORD_SLACK, retention_levels, retention_pass
 from glowing_fiesta import __version__
 from glowing_fiesta.config import Config, ConfigError
 from glowing_fiesta.logs import configure_logging
@@ -404,25 +405,31 @@ def retention() -> None:
 @retention.command("run")
 @common_options
 @option("--retention-raw", type=DURATION, default="7d", help="Keep per-second points this long.")
+@option("--retention-1m", type=DURATION, default="90d",
+        help="How long per-minute rollups (points_1m) are kept.")
+@option("--retention-1h", type=DURATION, default="730d",
+        help="How long per-hour rollups (points_1h) are kept.")
 @click.option("--chunk", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Rows deleted per metric per statement.")
 def retention_run(chunk: int, **params: Any) -> None:
-    """One retention pass: delete expired rows in small chunks."""
+    """One retention pass over every level: expired rows deleted in small chunks."""
     config = build_config(params)
 
     async def go() -> int:
         store = open_store(config.database_url)
-        before = int(time.time()) - config.collector.retention_raw
-        total = 0
+        now = int(time.time())
         try:
             await store.migrate()
-            while deleted := await store.delete_points_before(before, chunk):
-                total += deleted
-            flushes = await store.delete_flush_records_before(before)
+            for table, keep in retention_levels(config.collector):
+                raw = table == "points_1s"
+                deleted = await retention_pass(
+                    store, now - keep, chunk, table=table, pace=False,
+                    flush_records_before=now - keep - FLUSH_RECORD_SLACK if raw else None,
+                )
+                click.echo(f"{table}: deleted {deleted} rows older than "
+                           f"{format_timestamp(now - keep)}")
         finally:
             await store.close()
-        click.echo(f"deleted {total} point rows and {flushes} flush records older than "
-                   f"{format_timestamp(before)}")
         return 0
 
     _run_cli(go())

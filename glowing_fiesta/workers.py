@@ -116,8 +116,11 @@ def run_workers(
         notifier.ready(f"ready: {workers} workers")
         failed = False
         pending = list(processes)
+        ping_every = notifier.watchdog_interval  # the units set WatchdogSec=
         while pending:
-            done = wait([p.sentinel for p in pending])
+            done = wait([p.sentinel for p in pending], timeout=ping_every)
+            if ping_every is not None:
+                notifier.watchdog()  # the parent's loop is this wait: it is alive
             for process in [p for p in pending if p.sentinel in done]:
                 process.join()
                 pending.remove(process)

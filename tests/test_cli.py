@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from glowing_fiesta import __version__
-from store import Store, open_store
+from store import Batch, Store, open_store
 from tests.daemon import DaemonProcess, run_cli
 from tests.linegen import make_load
 
@@ -155,5 +155,32 @@ async def test_sigterm_keeps_lines_of_connections_not_yet_accepted(tmp_path: Pat
             rows = await store.read_buckets(info.id, now - 600, now + 60, 3600)
             total += sum(row.sum for row in rows)
         assert total == 1000
+    finally:
+        await store.close()
+
+
+async def test_retention_run_expires_every_level(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = open_store(url)
+    await store.migrate()
+    now = int(time.time())
+    old, young = now - 10 * 86400, now - 3600
+    await store.write_batch(Batch("w", 1, [
+        ("ret.c", "counter", old, 1.0, 5.0, 5.0, 5.0),
+        ("ret.c", "counter", young, 1.0, 7.0, 7.0, 7.0),
+    ]))
+    try:
+        status, out, err = await run_cli("retention", "run", "--database-url", url,
+                                         "--retention-raw", "7d", "--retention-1m", "9d",
+                                         "--chunk", "1")
+        assert status == 0, err
+        assert "points_1s: deleted 1 rows" in out and "points_1m: deleted 1 rows" in out
+        assert "points_1h: deleted 0 rows" in out
+        info = await store.get_metric("ret.c")
+        assert info is not None
+        raw = await store.read_buckets(info.id, now - 30 * 86400, now, 1)
+        assert [row.sum for row in raw] == [7.0]
+        hourly = await store.read_buckets(info.id, now - 30 * 86400 - now % 3600, now, 3600)
+        assert sum(row.sum for row in hourly) == 12.0  # the hour level keeps both
     finally:
         await store.close()
