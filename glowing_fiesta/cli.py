@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from glowing_fiesta.workers import run_workers
 from protocol.tokens import display_prefix, generate_token, hash_token, parse_scopes
 from protocol.units import format_timestamp, parse_duration, parse_rate_limit
 from query.config import HttpConfig
-from store import StoreError, open_store
+from store import Store, StoreError, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -294,19 +294,14 @@ def db() -> None:
 @common_options
 def migrate(**params: Any) -> None:
     """Apply pending migrations."""
-    config = build_config(params)
 
-    async def go() -> int:
-        store = open_store(config.database_url)
-        try:
-            applied = await store.migrate()
-            version = await store.schema_version()
-        finally:
-            await store.close()
+    async def go(store: Store) -> int:
+        applied = await store.migrate()
+        version = await store.schema_version()
         click.echo(f"applied {applied or 'nothing'}; schema version {version}")
         return 0
 
-    _run_cli(go())
+    _with_store(build_config(params), go, migrate=False)
 
 
 @main.group()
@@ -332,38 +327,26 @@ def keys_create(name: str, scopes: str, rate_limit: str | None, **params: Any) -
         raise click.BadParameter(str(exc)) from None
     token = generate_token()
 
-    async def go() -> int:
-        store = open_store(config.database_url)
-        try:
-            await store.migrate()
-            await store.create_key(name, hash_token(token), display_prefix(token), scope_list,
-                                   rate_limit, int(time.time()))
-        finally:
-            await store.close()
+    async def go(store: Store) -> int:
+        await store.create_key(name, hash_token(token), display_prefix(token), scope_list,
+                               rate_limit, int(time.time()))
         click.echo(token)
         click.echo(f"created key {name!r} (scopes {','.join(scope_list)}); "
                    "the token is shown only once", err=True)
         return 0
 
-    _run_cli(go())
+    _with_store(config, go)
 
 
 @keys.command("list")
 @common_options
 def keys_list(**params: Any) -> None:
     """List keys (never their tokens)."""
-    config = build_config(params)
 
-    async def go() -> int:
-        store = open_store(config.database_url)
-        try:
-            await store.migrate()
-            rows = await store.list_keys()
-        finally:
-            await store.close()
+    async def go(store: Store) -> int:
         click.echo(f"{'NAME':<24} {'PREFIX':<10} {'SCOPES':<12} {'RATE':<10} "
                    f"{'CREATED':<21} REVOKED")
-        for key in rows:
+        for key in await store.list_keys():
             click.echo(
                 f"{key.name:<24} {key.display_prefix:<10} {','.join(key.scopes):<12} "
                 f"{key.rate_limit or 'default':<10} {format_timestamp(key.created_at):<21} "
@@ -371,7 +354,7 @@ def keys_list(**params: Any) -> None:
             )
         return 0
 
-    _run_cli(go())
+    _with_store(build_config(params), go)
 
 
 @keys.command("revoke")
@@ -379,22 +362,16 @@ def keys_list(**params: Any) -> None:
 @click.argument("name_or_prefix")
 def keys_revoke(name_or_prefix: str, **params: Any) -> None:
     """Revoke keys by name or display prefix (takes effect within --key-cache-ttl)."""
-    config = build_config(params)
 
-    async def go() -> int:
-        store = open_store(config.database_url)
-        try:
-            await store.migrate()
-            count = await store.revoke_key(name_or_prefix, int(time.time()))
-        finally:
-            await store.close()
+    async def go(store: Store) -> int:
+        count = await store.revoke_key(name_or_prefix, int(time.time()))
         if not count:
             click.echo(f"no active key named or prefixed {name_or_prefix!r}", err=True)
             return 1
         click.echo(f"revoked {count} key(s)")
         return 0
 
-    _run_cli(go())
+    _with_store(build_config(params), go)
 
 
 @main.group()
@@ -415,29 +392,38 @@ def retention_run(chunk: int, **params: Any) -> None:
     """One retention pass over every level: expired rows deleted in small chunks."""
     config = build_config(params)
 
-    async def go() -> int:
-        store = open_store(config.database_url)
+    async def go(store: Store) -> int:
         now = int(time.time())
-        try:
-            await store.migrate()
-            for table, keep in retention_levels(config.collector):
-                raw = table == "points_1s"
-                deleted = await retention_pass(
-                    store, now - keep, chunk, table=table, pace=False,
-                    flush_records_before=now - keep - FLUSH_RECORD_SLACK if raw else None,
-                )
-                click.echo(f"{table}: deleted {deleted} rows older than "
-                           f"{format_timestamp(now - keep)}")
-        finally:
-            await store.close()
+        for table, keep in retention_levels(config.collector):
+            raw = table == "points_1s"
+            deleted = await retention_pass(
+                store, now - keep, chunk, table=table, pace=False,
+                flush_records_before=now - keep - FLUSH_RECORD_SLACK if raw else None,
+            )
+            click.echo(f"{table}: deleted {deleted} rows older than "
+                       f"{format_timestamp(now - keep)}")
         return 0
 
-    _run_cli(go())
+    _with_store(config, go)
 
 
-def _run_cli(coro: Any) -> None:
+def _with_store(
+    config: Config, command: Callable[[Store], Awaitable[int]], *, migrate: bool = True
+) -> None:
+    """Run a one-shot command on the configured store (migrated first), then exit with
+    its status; a database error becomes a one-line message and status 1."""
+
+    async def go() -> int:
+        store = open_store(config.database_url)
+        try:
+            if migrate:
+                await store.migrate()
+            return await command(store)
+        finally:
+            await store.close()
+
     try:
-        status = asyncio.run(coro)
+        status = asyncio.run(go())
     except (StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)

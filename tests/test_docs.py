@@ -42,3 +42,11 @@ def test_quick_start_has_the_two_commands() -> None:
     assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "GF_TEST_REQUIRE_SERVICES=1" in ci
+
+
+def test_every_http_route_is_documented() -> None:
+    from query.app import ROUTES
+
+    documented = section("HTTP API")
+    for route in ROUTES:
+        assert f"{route.method} {route.path}" in documented, route.path
