@@ -1,5 +1,12 @@
 """Process wiring: open the store, start the collector and/or the HTTP service, wait
-for SIGTERM/SIGINT, shut down in order (HTTP first, then the collector's final flush)."""
+for SIGTERM/SIGINT, shut down in order (HTTP first, then the collector's final flush).
+
+HTTP ingest acknowledges a batch the database cannot take once it is in a local spool
+(``query.commit``), so a process with HTTP opens its spool at start-up, in the state
+directory: ``run`` one spool for the collector and the HTTP service (role
+``collector``; the collector's flusher drains it), ``serve`` its own (role ``http``;
+the HTTP service drains it). Either takes back a spool a killed process left behind.
+The spool closes after both services stopped (an empty spool file is deleted)."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from aiohttp import web
 from collector.admin import AdminConfig, start_admin
 from collector.daemon import Collector
 from collector.metrics import SelfMetrics
+from collector.spool import Spool
 from glowing_fiesta.config import Config
 from glowing_fiesta.notify import Notifier
 from query.app import make_app
@@ -60,6 +68,7 @@ async def run_services(
     http_runner: web.AppRunner | None = None
     admin_runner: web.AppRunner | None = None
     self_metrics: asyncio.Task[None] | None = None
+    spool: Spool | None = None
     watchdog = asyncio.create_task(notifier.run_watchdog())
     try:
         migrated = True
@@ -79,17 +88,25 @@ async def run_services(
         if applied:
             log.info("applied migrations %s to %s", applied, store.url_for_logs)
         try:
+            if http:  # acknowledged HTTP points must survive an outage: SpoolError is OSError
+                spool = await Spool.open(
+                    config.http.state_dir, "collector" if collector else "http",
+                    max_bytes=config.collector.spool_max_bytes)
+                if spool.batches and not collector:  # else the collector says so
+                    log.info("spool %s holds %d batch(es) (%d rows) from an earlier run",
+                             spool.path, spool.batches, spool.rows)
             if collector:
                 daemon = Collector(config.collector, store, migrated=migrated,
-                                   reuse_port=reuse_port)
+                                   reuse_port=reuse_port, spool=spool)
                 await daemon.startup()
                 admin_runner = await start_admin(admin, daemon)
                 if admin.self_metrics:
                     self_metrics = asyncio.create_task(
                         SelfMetrics(daemon).run(config.collector.flush_interval))
             if http:
-                http_runner = await start_http(config, store, reuse_port=reuse_port)
-        except OSError as exc:  # a port in use, an address we cannot bind
+                http_runner = await start_http(config, store, reuse_port=reuse_port,
+                                               spool=spool, drain_spool=daemon is None)
+        except OSError as exc:  # a port in use, an address we cannot bind, no spool
             log.error("cannot start: %s", exc)
             return 1
         if worker is None:
@@ -118,6 +135,8 @@ async def run_services(
             await daemon.shutdown()
         if admin_runner is not None:
             await admin_runner.cleanup()
+        if spool is not None:  # after HTTP and the final flush: both may spool
+            await spool.close()
         await store.close()
         watchdog.cancel()  # pinging until here: the final flush may take a while
         await asyncio.gather(watchdog, *filter(None, [self_metrics]), return_exceptions=True)
@@ -138,9 +157,14 @@ def _listening(
     return ", ".join(f"{label} {a[0]}:{a[1]}" for label, a in where if a is not None)
 
 
-async def start_http(config: Config, store: Any, *, reuse_port: bool = False) -> web.AppRunner:
+async def start_http(
+    config: Config, store: Any, *, reuse_port: bool = False, spool: Spool | None = None,
+    drain_spool: bool = False,
+) -> web.AppRunner:
+    """The HTTP service, listening. ``spool``/``drain_spool``: see ``make_app``."""
     http = config.http
-    runner = web.AppRunner(make_app(http, store), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(http, store, spool=spool, drain_spool=drain_spool),
+                           access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = None
     if http.tls_cert is not None and http.tls_key is not None:

@@ -8,8 +8,8 @@ Middleware, outermost first:
 
 Resources that need the running loop or closing (the Redis client and the rate
 limiter, the group committer) are opened and closed in ``app.cleanup_ctx``. The store
-is opened and closed by the owner of the app (``glowing_fiesta.runner``), after the
-app's cleanup has committed what was still waiting.
+and the spool are opened and closed by the owner of the app (``glowing_fiesta.runner``),
+after the app's cleanup has committed (or spooled) what was still waiting.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from collector.flusher import new_writer_id
+from collector.spool import Spool
 from protocol.units import parse_rate_limit
 from query import ingest, read
 from query.auth import guard_middleware
@@ -96,16 +97,21 @@ def make_app(
     *,
     write: BatchWriter | None = None,
     writer_id: str | None = None,
+    spool: Spool | None = None,
+    drain_spool: bool = False,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     redis_prefix: str = "gf:ratelimit:",
 ) -> web.Application:
     """The HTTP service on an already opened store (its owner closes it).
 
-    ``write`` commits a group's batch (default ``store.write_batch``; the seam for a
-    durable spool). ``clock`` times the key cache and in-process rate limits,
-    ``wall_clock`` is "now" for timestamps; tests pass their own. Raises ValueError
-    for a default rate limit that does not parse.
+    ``write`` commits a group's batch (default ``store.write_batch``). ``spool``: an
+    open spool (its owner closes it, after the app's cleanup) where a batch goes when
+    the store is down, acknowledged once fsync'd (``query.commit``); without one, ingest
+    answers 503 while the store is down. ``drain_spool``: the app replays that spool
+    into the store itself (a spool no collector drains). ``clock`` times the key cache
+    and in-process rate limits, ``wall_clock`` is "now" for timestamps; tests pass their
+    own. Raises ValueError for a default rate limit that does not parse.
     """
     try:
         parse_rate_limit(config.default_rate_limit)
@@ -128,7 +134,7 @@ def make_app(
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     app.cleanup_ctx.append(_rate_limiter(redis_prefix, clock))
-    app.cleanup_ctx.append(_committer(write or store.write_batch, writer_id))
+    app.cleanup_ctx.append(_committer(write or store.write_batch, writer_id, spool, drain_spool))
     return app
 
 
@@ -157,11 +163,12 @@ def _rate_limiter(
 
 
 def _committer(
-    write: BatchWriter, writer_id: str | None
+    write: BatchWriter, writer_id: str | None, spool: Spool | None, drain: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         committer = GroupCommitter(write, writer_id or new_writer_id("http"),
-                                   window=app[CONFIG].commit_window)
+                                   window=app[CONFIG].commit_window, spool=spool,
+                                   drain=drain)
         app[COMMITTER] = committer
         try:
             yield
@@ -197,4 +204,16 @@ def _component_counters(app: web.Application) -> dict[str, tuple[str, float]]:
                                          s.retries)
         out["gf_http_commit_failures"] = ("Group commits that failed for good.", s.failures)
         out["gf_http_commit_pending"] = ("Groups waiting to be committed.", committer.pending)
+        if committer.spool is not None:
+            out["gf_http_commit_spooled"] = (
+                "Group commits acknowledged once spooled (the database was down).", s.spooled)
+            out["gf_http_commit_spool_failures"] = (
+                "Group commits the spool could not take.", s.spool_failures)
+            out["gf_http_spool_replayed"] = (
+                "Spooled batches replayed into the database by this service.", s.replayed)
+            out["gf_http_spool_replay_conflicts"] = (
+                "Metrics whose replayed points were dropped for a kind conflict.",
+                s.replay_conflicts)
+            out["gf_http_spool_pending"] = ("Batches waiting in the spool.",
+                                            committer.spool.batches)
     return out

@@ -41,7 +41,7 @@ def table() -> str:
         "| option | environment | default | commands | meaning |",
         "|---|---|---|---|---|",
     ]
-    for name, (option, commands) in sorted(seen.items()):
+    for _flag, (option, commands) in sorted(seen.items()):
         flag = "/".join(option.opts + option.secondary_opts)
         default = option.default
         shown = "off" if default is False else "on" if default is True else default

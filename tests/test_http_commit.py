@@ -1,16 +1,23 @@
-"""Group commit: concurrent ingest requests share batches, and a 200 means committed."""
+"""Group commit: concurrent ingest requests share batches, and a 200 means committed,
+or spooled (fsync'd) while the database is down, and replayed exactly once later."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from collector.spool import Spool
 from query.commit import GroupCommitter
 from query.state import COMMITTER
-from store import Batch, Store, StoreError, StoreUnavailable, WriteResult
-from tests.http_support import auth, config, new_key, serve, stored_points
+from store import Batch, Store, StoreError, StoreUnavailable, WriteResult, open_store
+from tests.http_support import assert_error, auth, config, new_key, serve, stored_points
+
+DOWN_URL = "mysql://root@127.0.0.1:1/x"  # nothing listens on port 1: connection refused
 
 
 async def test_concurrent_posts_share_few_commits(store: Store) -> None:
@@ -107,3 +114,213 @@ async def test_close_commits_what_waits_and_refuses_the_rest(store: Store) -> No
     assert await stored_points(store) == {"late": [(100, 1, 1, 1, 1)]}
     with pytest.raises(StoreUnavailable):
         await committer.commit([("later", "counter", 100, 1, 1, 1, 1)])
+
+
+# -- with a spool: the database down is not the end of an acknowledged point -----------
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
+    opened = open_store(sqlite_url)
+    await opened.migrate()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def down() -> AsyncIterator[Store]:
+    """A real MySQL store whose server is unreachable."""
+    opened = open_store(DOWN_URL)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _drained(spool: Spool, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while spool.batches:
+        assert time.monotonic() < deadline, f"{spool.batches} batch(es) never drained"
+        await asyncio.sleep(0.02)
+
+
+async def test_store_down_answers_200_once_spooled_and_the_drain_writes_it_once(
+    sqlite_store: Store, down: Store, tmp_path: Path
+) -> None:
+    token = await new_key(sqlite_store)
+    spool = await Spool.open(tmp_path / "state", "http")
+    ts = int(time.time()) - 30
+    try:
+        async with serve(sqlite_store, config(), write=down.write_batch, spool=spool) as api:
+            started = time.monotonic()
+            response = await api.post(
+                "/api/metrics/batch", headers=auth(token), json={"points": [
+                    {"metric": "spooled.c", "type": "counter", "value": 3, "timestamp": ts},
+                    {"metric": "spooled.c", "type": "counter", "value": 4, "timestamp": ts},
+                    {"metric": "spooled.v", "type": "value", "value": 7, "timestamp": ts},
+                ]})
+            assert response.status == 200, await response.text()
+            assert await response.json() == {"accepted": 3}
+            assert time.monotonic() - started < 0.5  # no 0.75 s of retries first
+            stats = api.server.app[COMMITTER].stats
+            assert (stats.spooled, stats.batches, stats.retries) == (1, 0, 0)
+            text = await (await api.get("/metrics")).text()
+            assert "gf_http_commit_spooled_total 1.0" in text
+            assert "gf_http_spool_pending 1.0" in text
+        # acknowledged: on disk in the spool, not in the store
+        assert (spool.batches, spool.rows) == (1, 2)
+        assert await stored_points(sqlite_store) == {}
+
+        # the database is back: a committer that drains writes the batch, once
+        drainer = GroupCommitter(sqlite_store.write_batch, "drainer", window=0.001,
+                                 spool=spool, drain=True)
+        await _drained(spool)
+        await drainer.close()
+        assert drainer.stats.replayed == 1 and drainer.stats.replay_conflicts == 0
+        assert await stored_points(sqlite_store) == {
+            "spooled.c": [(ts, 2, 7, 3, 4)], "spooled.v": [(ts, 1, 7, 7, 7)],
+        }
+    finally:
+        await spool.close()
+    assert not spool.path.exists()  # drained: the empty spool file is gone
+
+
+async def test_a_spooled_ambiguous_commit_is_replayed_without_counting_twice(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The COMMIT went through but its answer was lost: the batch is spooled under the
+    same (writer_id, seq), and its replay finds that pair applied."""
+
+    async def commit_then_lose_the_answer(batch: Batch) -> WriteResult:
+        await sqlite_store.write_batch(batch)
+        raise StoreUnavailable("mysql: connection lost during COMMIT")
+
+    spool = await Spool.open(tmp_path, "http")
+    try:
+        committer = GroupCommitter(commit_then_lose_the_answer, "ambiguous", window=0.001,
+                                   spool=spool)
+        assert await committer.commit([("amb", "counter", 100, 1, 5, 5, 5)]) == {}
+        await committer.close()
+        assert committer.stats.spooled == 1
+        spooled = await spool.head()
+        assert spooled is not None
+        assert (spooled.batch.writer_id, spooled.batch.seq) == ("ambiguous", 1)
+
+        drainer = GroupCommitter(sqlite_store.write_batch, "drainer", window=0.001,
+                                 spool=spool, drain=True)
+        await _drained(spool)
+        await drainer.close()
+        assert drainer.stats.replayed == 1
+        assert await stored_points(sqlite_store) == {"amb": [(100, 1, 5, 5, 5)]}
+    finally:
+        await spool.close()
+
+
+async def test_a_hung_database_is_abandoned_after_the_write_timeout_and_spooled(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """A server that accepts connections and never answers: the write is abandoned
+    after ``write_timeout``; the batch is spooled, later groups skip the dead store."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = open_store(f"mysql://root@127.0.0.1:{port}/x")
+    attempts = 0
+
+    async def write(batch: Batch) -> WriteResult:
+        nonlocal attempts
+        attempts += 1
+        return await hung.write_batch(batch)
+
+    spool = await Spool.open(tmp_path, "http")
+    try:
+        committer = GroupCommitter(write, "hung", window=0.001, spool=spool,
+                                   write_timeout=0.3, probe_interval=30)
+        started = time.monotonic()
+        assert await committer.commit([("hung", "counter", 100, 1, 1, 1, 1)]) == {}
+        assert 0.3 <= time.monotonic() - started < 2
+        # the store counts as down: the next group goes straight to the spool
+        started = time.monotonic()
+        assert await committer.commit([("hung", "counter", 101, 1, 2, 2, 2)]) == {}
+        assert time.monotonic() - started < 0.3
+        await committer.close()
+        assert attempts == 1
+        assert (committer.stats.spooled, spool.batches) == (2, 2)
+        assert [b.seq for b in await _spooled_batches(spool)] == [1, 2]
+    finally:
+        await spool.close()
+        await hung.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def _spooled_batches(spool: Spool) -> list[Batch]:
+    """(writer_id, seq) of the spool's batches, oldest first, read from its file."""
+    conn = sqlite3.connect(spool.path)
+    try:
+        rows = conn.execute("SELECT writer_id, seq FROM batches ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [Batch(writer_id, seq, []) for writer_id, seq in rows]
+
+
+async def test_a_full_spool_answers_503_and_nothing_is_recorded(
+    sqlite_store: Store, down: Store, tmp_path: Path
+) -> None:
+    """Neither written nor spooled: 503, and the points are nowhere."""
+    token = await new_key(sqlite_store)
+    await sqlite_store.write_batch(Batch("setup", 1, [("full", "counter", 100, 1, 1, 1, 1)]))
+    spool = await Spool.open(tmp_path, "http", max_bytes=1)  # takes no batch at all
+    try:
+        async with serve(sqlite_store, config(), write=down.write_batch, spool=spool) as api:
+            response = await api.post("/api/metrics/counter", headers=auth(token),
+                                      json={"metric": "full", "value": 5})
+            assert response.status == 503
+            assert_error(await response.json(), "unavailable")
+            stats = api.server.app[COMMITTER].stats
+            assert (stats.spool_failures, stats.failures, stats.spooled) == (1, 1, 0)
+        assert spool.batches == 0
+        assert await stored_points(sqlite_store) == {"full": [(100, 1, 1, 1, 1)]}
+    finally:
+        await spool.close()
+
+
+async def test_the_drain_waits_out_the_outage_and_keeps_spool_order(
+    sqlite_store: Store, down: Store, tmp_path: Path
+) -> None:
+    """Batches spooled while the store is down stay put (the replay fails, backs off);
+    once writes work the drain replays them oldest first."""
+    spool = await Spool.open(tmp_path, "http")
+    try:
+        outage = GroupCommitter(down.write_batch, "outage", window=0.001, spool=spool)
+        for second in range(3):
+            await outage.commit([("order", "counter", 100 + second, 1, second, second, second)])
+        await outage.close()
+        assert spool.batches == 3
+        replayed: list[int] = []
+
+        async def back_after_two_failures(batch: Batch) -> WriteResult:
+            if len(failures) < 2:
+                failures.append(batch.seq)
+                return await down.write_batch(batch)
+            replayed.append(batch.seq)
+            return await sqlite_store.write_batch(batch)
+
+        failures: list[int] = []
+        drainer = GroupCommitter(back_after_two_failures, "drainer", window=0.001,
+                                 spool=spool, drain=True)
+        await _drained(spool, timeout=15)
+        await drainer.close()
+        assert failures == [1, 1] and replayed == [1, 2, 3]
+        assert await stored_points(sqlite_store) == {
+            "order": [(100 + s, 1, s, s, s) for s in range(3)]}
+    finally:
+        await spool.close()

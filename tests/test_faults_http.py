@@ -1,0 +1,375 @@
+"""Fault injection for HTTP ingest: the real ``glowing-fiesta serve`` / ``run`` process,
+real MariaDB behind a proxy a test cuts (tests/faultproxy.py), real HTTP clients.
+
+The guarantee under test (DESIGN §4, §6): a 200 means the points are committed, or
+fsync'd in the local spool while the database is down, and then they reach the
+database exactly once, even across a SIGKILL; a 503 means they are nowhere.
+
+Every request writes its own rows: client ``c``'s request ``k`` carries timestamp
+``base - k``, so each (metric, second) row in points_1s belongs to exactly one request.
+The test reads every row of its metrics straight from the server (not through the
+proxy) and compares them with the rows of the requests answered 200: a lost
+acknowledged request, a 503 request that got stored, or a request applied twice all
+show up as a differing row. SUM(cnt) and SUM(sum) per metric are compared as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pymysql
+import pytest
+
+from tests.faultproxy import FaultProxy
+
+CLI = str(Path(sys.executable).parent / "glowing-fiesta")
+_LISTENING = re.compile(r"listening on (UDP|TCP|HTTP) [\d.]+:(\d+)")
+_READY = re.compile(r"glowing_fiesta: ready$")
+
+Rows = dict[tuple[str, int], tuple[float, float]]  # (metric, ts) -> (cnt, sum)
+
+
+class Service:
+    """``glowing-fiesta serve`` or ``run`` as a subprocess, its log lines collected."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.log: list[str] = []
+        self.ports: dict[str, int] = {}
+        self._new_line = asyncio.Event()
+        self._reader = asyncio.create_task(self._read_log())
+
+    @classmethod
+    async def start(cls, command: str, database_url: str, state_dir: Path,
+                    *options: str) -> Service:
+        extra = ["--udp-port", "0", "--tcp-port", "0", "--flush-interval", "0.2"] \
+            if command == "run" else []
+        process = await asyncio.create_subprocess_exec(
+            CLI, command, "--database-url", database_url, "--state-dir", str(state_dir),
+            "--host", "127.0.0.1", "--http-port", "0", "--key-cache-ttl", "3600",
+            "--log-level", "info", *extra, *options,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        service = cls(process)
+        try:
+            await service.wait_for_log(_READY, timeout=30)
+        except BaseException:
+            await service.kill()
+            raise
+        return service
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['HTTP']}"
+
+    async def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            match = _LISTENING.search(line)
+            if match:
+                self.ports[match.group(1)] = int(match.group(2))
+            self.log.append(line)
+            self._new_line.set()
+        self._new_line.set()
+
+    async def wait_for_log(
+        self, pattern: str | re.Pattern[str], *, after: int = 0, timeout: float = 30
+    ) -> int:
+        """Wait for a log line matching ``pattern`` (from line ``after`` on); its index."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        seen = after
+        while True:
+            for index in range(seen, len(self.log)):
+                if regex.search(self.log[index]):
+                    return index
+            seen = len(self.log)
+            if self._reader.done():
+                raise AssertionError(f"process exited; no log line {regex.pattern!r}:\n"
+                                     + self.transcript())
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no log line {regex.pattern!r} in {timeout}s:\n"
+                                     + self.transcript())
+            self._new_line.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_line.wait(), left)
+
+    def count_log(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        return sum(1 for line in self.log if regex.search(line))
+
+    def transcript(self) -> str:
+        return "\n".join(self.log[-80:])
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        status = await asyncio.wait_for(self.process.wait(), timeout)
+        await self._reader
+        return status
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._reader, 5)
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[list[Service]]:
+    """Processes a test starts are appended here and killed if the test left them up."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        await service.kill()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[FaultProxy]:
+    started = await FaultProxy().start()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+async def create_key(database_url: str) -> str:
+    """``glowing-fiesta keys create`` against the real server (it migrates too)."""
+    process = await asyncio.create_subprocess_exec(
+        CLI, "keys", "create", "fault-http", "--rate-limit", "1000000/s",
+        "--database-url", database_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode().split()[0]
+
+
+def db_rows(mysql_url: str, prefix: str) -> Rows:
+    """Every points_1s row of the metrics under ``prefix``, straight from the server."""
+    parts = urlsplit(mysql_url)
+    conn = pymysql.connect(
+        host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+        user=parts.username or "root", password=parts.password or "",
+        database=parts.path.lstrip("/"), autocommit=True,
+    )
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT m.name, p.ts, p.cnt, p.`sum` FROM points_1s p "
+                "JOIN metrics m ON m.id = p.metric_id WHERE m.name LIKE %s",
+                (prefix + ".%",),
+            )
+            rows = cursor.fetchall()
+    finally:
+        conn.close()
+    return {(name, int(ts)): (float(cnt), float(total)) for name, ts, cnt, total in rows}
+
+
+def per_metric(rows: Rows) -> dict[str, tuple[float, float]]:
+    """SUM(cnt), SUM(sum) per metric."""
+    out: dict[str, tuple[float, float]] = {}
+    for (name, _ts), (cnt, total) in rows.items():
+        c, s = out.get(name, (0.0, 0.0))
+        out[name] = (c + cnt, s + total)
+    return out
+
+
+class Clients:
+    """``count`` clients, each posting one batch at a time (paced), every batch with
+    rows of its own; what was answered 200 (``acked``) and 503 (``refused``)."""
+
+    def __init__(self, prefix: str, token: str, count: int = 20, pace: float = 0.05) -> None:
+        self.prefix = prefix
+        self.token = token
+        self.count = count
+        self.pace = pace
+        self.base = int(time.time()) - 5
+        self.next_k = [0] * count
+        self.acked: Rows = {}
+        self.refused: Rows = {}
+        self.statuses: dict[int, int] = {}
+        self.acked_while = 0  # 200s answered while ``down`` was set
+        self.down = False
+
+    def request(self, client: int) -> tuple[dict[str, object], Rows]:
+        k = self.next_k[client]
+        self.next_k[client] += 1
+        ts = self.base - k
+        a, b = k % 7 + 1, k % 100
+        counter, value = f"{self.prefix}.c{client}", f"{self.prefix}.v{client}"
+        body = {"points": [
+            {"metric": counter, "type": "counter", "value": a, "timestamp": ts},
+            {"metric": counter, "type": "counter", "value": 2, "timestamp": ts},
+            {"metric": value, "type": "value", "value": b, "timestamp": ts},
+        ]}
+        return body, {(counter, ts): (2.0, float(a + 2)), (value, ts): (1.0, float(b))}
+
+    async def post(self, session: aiohttp.ClientSession, url: str, client: int) -> int:
+        body, rows = self.request(client)
+        async with session.post(f"{url}/api/metrics/batch", json=body,
+                                headers={"X-API-Key": self.token}) as response:
+            await response.read()
+            status = response.status
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status == 200:
+            self.acked.update(rows)
+            self.acked_while += self.down
+        elif status == 503:
+            self.refused.update(rows)
+        else:
+            raise AssertionError(f"unexpected status {status}")
+        return status
+
+    async def run(self, url: str, stop: asyncio.Event) -> None:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(client: int) -> None:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    await self.post(session, url, client)
+                    await asyncio.sleep(max(0.0, self.pace - (time.monotonic() - started)))
+
+            await asyncio.gather(*(one(c) for c in range(self.count)))
+
+
+def assert_exact(mysql_url: str, clients: Clients) -> None:
+    stored = db_rows(mysql_url, clients.prefix)
+    lost = {key: row for key, row in clients.acked.items() if stored.get(key) != row}
+    assert not lost, f"{len(lost)} acknowledged row(s) missing or wrong: {list(lost.items())[:5]}"
+    leaked = [key for key in clients.refused if key in stored]
+    assert not leaked, f"{len(leaked)} row(s) of 503 requests stored: {leaked[:5]}"
+    assert stored == clients.acked, "rows stored that no request was answered 200 for"
+    assert per_metric(stored) == per_metric(clients.acked)
+
+
+# -- 1. the database unreachable for 10 s under steady HTTP ingest --------------------
+
+
+@pytest.mark.slow
+async def test_database_outage_10s_under_http_load(
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[Service]
+) -> None:
+    """20 clients posting batches through a 10 s outage of the database: what was
+    answered 200 during it is spooled, and everything answered 200 is stored once."""
+    token = await create_key(mysql_url)
+    state = tmp_path / "state"
+    service = await Service.start("serve", proxy.url(mysql_url), state)
+    services.append(service)
+    clients = Clients("hfo", token)
+    stop = asyncio.Event()
+    load = asyncio.create_task(clients.run(service.base_url, stop))
+    try:
+        await asyncio.sleep(2)  # steady state: every client's names known, writes direct
+        assert clients.statuses == {200: len(clients.acked) // 2}, clients.statuses
+        mark = len(service.log)
+        proxy.cut()
+        clients.down = True
+        await service.wait_for_log("spooling it", after=mark, timeout=10)
+        await asyncio.sleep(10)
+        clients.down = False
+        proxy.restore()
+        await service.wait_for_log(r"spool .* drained", after=mark, timeout=60)
+        await asyncio.sleep(1)  # and ingest goes on after it
+    finally:
+        stop.set()
+        await load
+    assert await service.stop() == 0, service.transcript()
+    assert_exact(mysql_url, clients)
+    assert clients.acked_while > 100, clients.statuses  # acknowledged while down: spooled
+    assert clients.statuses.get(200, 0) > 2000, clients.statuses
+    assert proxy.resets >= 1
+    assert not (state / "spool-http.sqlite").exists()  # drained and removed at exit
+
+
+# -- 2. SIGKILL during an outage, restart while still down, then the database back ---
+
+
+async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[Service]
+) -> None:
+    """``run`` (collector and HTTP share one spool): points acknowledged during an
+    outage are in the spool when the process is SIGKILLed; the restarted process (the
+    database still down) takes the spool back and, once the database answers, drains
+    it: every acknowledged point exactly once."""
+    token = await create_key(mysql_url)
+    state = tmp_path / "state"
+    url = proxy.url(mysql_url)
+    first = await Service.start("run", url, state)
+    services.append(first)
+    clients = Clients("hfk", token, count=10)
+    stop = asyncio.Event()
+    load = asyncio.create_task(clients.run(first.base_url, stop))
+    try:
+        await asyncio.sleep(1.5)
+        proxy.cut()
+        clients.down = True
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        await load
+    assert clients.acked_while > 50, clients.statuses
+    assert first.count_log("spooling it") >= 1, first.transcript()
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert (state / "spool-collector.sqlite").exists()
+
+    second = await Service.start("run", url, state)
+    services.append(second)
+    assert second.count_log("unreachable .* starting anyway"), second.transcript()
+    assert second.count_log(r"spool .* holds \d+ batch"), second.transcript()
+    await asyncio.sleep(1)
+    assert db_rows(mysql_url, "hfk") != clients.acked  # nothing replayed while down
+    proxy.restore()
+    await second.wait_for_log("spool drained", timeout=60)
+    assert await second.stop() == 0, second.transcript()
+    assert_exact(mysql_url, clients)
+    assert not (state / "spool-collector.sqlite").exists()
+
+
+# -- 3. the spool full during an outage: 503, and those points are nowhere ------------
+
+
+async def test_full_spool_during_outage_refuses_and_records_nothing_refused(
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[Service]
+) -> None:
+    """A spool budget of 5 kB fills within the outage: later requests are answered 503
+    (neither written nor spooled) and must be absent; the acknowledged ones all land."""
+    token = await create_key(mysql_url)
+    url = proxy.url(mysql_url)
+    service = await Service.start("run", url, tmp_path / "state", "--spool-max-bytes", "5000")
+    services.append(service)
+    clients = Clients("hff", token, count=10)
+    stop = asyncio.Event()
+    load = asyncio.create_task(clients.run(service.base_url, stop))
+    try:
+        await asyncio.sleep(1)
+        proxy.cut()
+        clients.down = True
+        deadline = time.monotonic() + 20
+        while clients.statuses.get(503, 0) < 10:  # the spool is full
+            assert time.monotonic() < deadline, (clients.statuses, service.transcript())
+            await asyncio.sleep(0.1)
+        clients.down = False
+        proxy.restore()
+        await service.wait_for_log("spool drained", timeout=60)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await load
+    assert await service.stop() == 0, service.transcript()
+    assert_exact(mysql_url, clients)
+    assert clients.acked_while > 10, clients.statuses
+    assert service.count_log("cannot spool a batch"), service.transcript()
