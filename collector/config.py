@@ -24,7 +24,7 @@ class CollectorConfig:
     state_dir: Path = Path("var")
     drain_timeout: float = 2.0  # seconds to read what the sockets hold at shutdown
     shutdown_flush_timeout: float = 10.0
-    # -- durability (see docs/reliability.md) --
+    # -- durability (see README "Reliability") --
     flush_timeout: float = 10.0  # seconds one database write may take before it is abandoned
     spool_after: float = 10.0  # seconds of failing flushes before pending batches are spooled
     max_pending_rows: int = 500_000  # unwritten rows held in memory; past it: spool now
