@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -107,7 +108,7 @@ class MySQLStore:
                             ),
                             **self._params,
                         )
-                    except (OSError, pymysql.err.OperationalError) as exc:
+                    except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
                         raise StoreUnavailable(f"mysql: cannot connect: {exc}") from exc
         return self._pool
 
@@ -115,8 +116,15 @@ class MySQLStore:
         """Run ``fn`` on a pooled connection; map connection failures to StoreUnavailable."""
         pool = await self._get_pool()
         try:
-            async with pool.acquire() as conn, conn.cursor() as cursor:
-                return await fn(cursor)
+            async with pool.acquire() as conn:
+                try:
+                    async with conn.cursor() as cursor:
+                        return await fn(cursor)
+                except BaseException:
+                    # Cancelled mid-statement (a caller's timeout) or a failed exchange
+                    # leaves the protocol state unknown: never hand it to the next user.
+                    conn.close()
+                    raise
         except pymysql.err.OperationalError as exc:
             # PyMySQL reports most server errors as OperationalError; only those that
             # a retry can fix mean "unavailable" (a 1690 overflow never will).
@@ -127,6 +135,10 @@ class MySQLStore:
             raise StoreUnavailable(f"mysql: connection lost: {exc}") from exc
         except pymysql.err.MySQLError as exc:
             raise StoreError(f"mysql: {exc}") from exc
+        except (RuntimeError, AttributeError, IndexError, ValueError, struct.error) as exc:
+            # What the pure-Python driver raises on a half-read or torn packet stream
+            # (seen with a connection cut mid-answer): the database is not usable now.
+            raise StoreUnavailable(f"mysql: client protocol error: {exc!r}") from exc
 
     async def _transaction(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
         """Run ``fn`` in a transaction, retried on deadlock and lock-wait timeout."""

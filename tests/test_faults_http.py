@@ -134,6 +134,9 @@ async def services() -> AsyncIterator[list[Service]]:
     yield started
     for service in started:
         await service.kill()
+        # Shown by pytest for a failing test only: the service's side of the story.
+        print(f"--- log of {service!r} (last 60 lines) ---")
+        print("".join(service.log[-60:]))
 
 
 @pytest.fixture
