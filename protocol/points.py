@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from protocol.buckets import merge
 from protocol.lines import FUTURE_TOLERANCE
 from protocol.names import COUNTER, KINDS, VALUE, Kind, name_error
 from protocol.units import parse_timestamp
@@ -148,12 +149,7 @@ def to_rows(points: Iterable[Point]) -> list[Row]:
         if bucket is None:
             buckets[(name, kind, ts)] = [1.0, value, value, value]
         else:
-            bucket[0] += 1.0
-            bucket[1] += value
-            if value < bucket[2]:
-                bucket[2] = value
-            if value > bucket[3]:
-                bucket[3] = value
+            merge(bucket, 1.0, value, value, value)
     return [
         (name, kind, ts, b[0], b[1], b[2], b[3]) for (name, kind, ts), b in buckets.items()
     ]

@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from collector.spool import Spool, SpoolError
+from protocol.buckets import merge
 from protocol.names import Kind
 from store.base import Batch, PointRow, StoreError, StoreUnavailable, WriteResult
 
@@ -114,12 +115,7 @@ class _Group:
             if bucket is None:
                 buckets[(name, kind, ts)] = [cnt, total, mn, mx]
             else:
-                bucket[0] += cnt
-                bucket[1] += total
-                if mn < bucket[2]:
-                    bucket[2] = mn
-                if mx > bucket[3]:
-                    bucket[3] = mx
+                merge(bucket, cnt, total, mn, mx)
         self.requests += 1
 
     def points(self) -> list[PointRow]:
