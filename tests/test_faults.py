@@ -11,16 +11,13 @@ twice, or lost, changes those numbers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import math
 import random
-import re
 import signal
 import socket
 import sqlite3
 import struct
-import sys
 import termios
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -35,11 +32,8 @@ from collector.daemon import Collector
 from collector.retention import retention_pass
 from collector.spool import decode_points
 from store import Batch, Store, WriteResult, open_store
+from tests.daemon import DaemonProcess
 from tests.faultproxy import FaultProxy
-
-CLI = str(Path(sys.executable).parent / "glowing-fiesta")
-_LISTENING = re.compile(r"listening on (UDP|TCP) [\d.]+:(\d+)")
-_READY = re.compile(r"glowing_fiesta: ready$")
 
 Totals = dict[str, tuple[float, float, float, float]]  # name -> (cnt, sum, mn, mx)
 
@@ -47,100 +41,19 @@ Totals = dict[str, tuple[float, float, float, float]]  # name -> (cnt, sum, mn, 
 # -- the daemon under test --------------------------------------------------------
 
 
-class Daemon:
-    """``glowing-fiesta collector`` as a subprocess, its log lines collected."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.log: list[str] = []
-        self.ports: dict[str, int] = {}
-        self._new_line = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_log())
-
-    @classmethod
-    async def start(cls, database_url: str, state_dir: Path, *options: str) -> Daemon:
-        process = await asyncio.create_subprocess_exec(
-            CLI, "collector", "--database-url", database_url, "--state-dir", str(state_dir),
-            "--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0",
-            "--flush-interval", "0.2", "--log-level", "info", *options,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        daemon = cls(process)
-        try:
-            await daemon.wait_for_log(_READY, timeout=30)
-        except BaseException:
-            await daemon.kill()
-            raise
-        return daemon
-
-    @property
-    def udp(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.ports["UDP"])
-
-    @property
-    def tcp(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.ports["TCP"])
-
-    async def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            match = _LISTENING.search(line)
-            if match:
-                self.ports[match.group(1)] = int(match.group(2))
-            self.log.append(line)
-            self._new_line.set()
-        self._new_line.set()
-
-    async def wait_for_log(
-        self, pattern: str | re.Pattern[str], *, after: int = 0, timeout: float = 30
-    ) -> int:
-        """Wait for a log line matching ``pattern`` (from line ``after`` on); its index."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        seen = after
-        while True:
-            for index in range(seen, len(self.log)):
-                if regex.search(self.log[index]):
-                    return index
-            seen = len(self.log)
-            if self._reader.done():
-                raise AssertionError(f"daemon exited; no log line {regex.pattern!r}:\n"
-                                     + self.transcript())
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no log line {regex.pattern!r} in {timeout}s:\n"
-                                     + self.transcript())
-            self._new_line.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new_line.wait(), left)
-
-    def count_log(self, pattern: str) -> int:
-        regex = re.compile(pattern)
-        return sum(1 for line in self.log if regex.search(line))
-
-    def transcript(self) -> str:
-        return "\n".join(self.log[-80:])
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-        status = await asyncio.wait_for(self.process.wait(), timeout)
-        await self._reader
-        return status
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._reader, 5)
+async def start_collector(database_url: str, state_dir: Path, *options: str) -> DaemonProcess:
+    """``glowing-fiesta collector`` on ephemeral ports, flushing every 0.2 s."""
+    return await DaemonProcess.start(
+        "collector", "--database-url", database_url, "--state-dir", str(state_dir),
+        "--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0",
+        "--flush-interval", "0.2", "--log-level", "info", *options,
+    )
 
 
 @pytest.fixture
-async def daemons() -> AsyncIterator[list[Daemon]]:
+async def daemons() -> AsyncIterator[list[DaemonProcess]]:
     """Daemons a test starts are appended here and killed if the test left them up."""
-    started: list[Daemon] = []
+    started: list[DaemonProcess] = []
     yield started
     for daemon in started:
         await daemon.kill()
@@ -311,8 +224,8 @@ def tcp_unsent(sock: socket.socket) -> int:
 
 
 async def _outage(mysql_url: str, proxy: FaultProxy, tmp_path: Path,
-                  daemons: list[Daemon], outage: float) -> None:
-    daemon = await Daemon.start(proxy.url(mysql_url), tmp_path, "--spool-after", "2")
+                  daemons: list[DaemonProcess], outage: float) -> None:
+    daemon = await start_collector(proxy.url(mysql_url), tmp_path, "--spool-after", "2")
     daemons.append(daemon)
     load = Load("outage")
     stop = asyncio.Event()
@@ -339,7 +252,7 @@ async def _outage(mysql_url: str, proxy: FaultProxy, tmp_path: Path,
 
 
 async def test_database_outage_10s_under_udp_load(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """10 s without the database (backoff, spool after 2 s, drain in order): exact."""
     await _outage(mysql_url, proxy, tmp_path, daemons, outage=10)
@@ -347,18 +260,18 @@ async def test_database_outage_10s_under_udp_load(
 
 @pytest.mark.slow
 async def test_database_outage_30s_under_udp_load(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """The issue's full 30 s outage: backoff reaches its cap; still exact."""
     await _outage(mysql_url, proxy, tmp_path, daemons, outage=30)
 
 
 async def test_database_stall_under_udp_load(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """A hung database (connections open, no byte moves) for 6 s: writes time out after
     --flush-timeout, batches spool, everything lands once bytes flow again."""
-    daemon = await Daemon.start(proxy.url(mysql_url), tmp_path,
+    daemon = await start_collector(proxy.url(mysql_url), tmp_path,
                                 "--spool-after", "1", "--flush-timeout", "1")
     daemons.append(daemon)
     load = Load("stall")
@@ -383,11 +296,11 @@ async def test_database_stall_under_udp_load(
 
 
 async def test_connection_reset_after_commit_repeatedly(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """10 resets at COMMIT: 5 after the server committed (the retry must find its
     (writer_id, seq) and not apply again), 5 before (the retry must apply)."""
-    daemon = await Daemon.start(proxy.url(mysql_url), tmp_path)
+    daemon = await start_collector(proxy.url(mysql_url), tmp_path)
     daemons.append(daemon)
     load = Load("commit")
     stop = asyncio.Event()
@@ -413,11 +326,11 @@ async def test_connection_reset_after_commit_repeatedly(
 
 
 async def test_sigterm_under_load_stores_every_line_received(
-    mysql_url: str, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """50k UDP lines and 4 x 25k TCP lines as fast as they go, SIGTERM the moment the
     last byte is in the daemon's kernel buffers: all of it is stored, exit status 0."""
-    daemon = await Daemon.start(mysql_url, tmp_path, "--flush-interval", "1")
+    daemon = await start_collector(mysql_url, tmp_path, "--flush-interval", "1")
     daemons.append(daemon)
     udp_load, tcp_load = Load("term.udp", seed=2), Load("term.tcp", names=40, seed=3)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -453,13 +366,13 @@ async def test_sigterm_under_load_stores_every_line_received(
 
 
 async def test_sigkill_during_outage_then_restart_drains_the_spool(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """Before: 10k lines flushed. Outage: 10k lines spooled (fsync'd), then SIGKILL.
     Restart while the database is still down (it must start: bind, accept, spool),
     5k more lines, database back: the spool drains; totals are exactly the three loads."""
     url = proxy.url(mysql_url)
-    first = await Daemon.start(url, tmp_path, "--spool-after", "0.5")
+    first = await start_collector(url, tmp_path, "--spool-after", "0.5")
     daemons.append(first)
     before, during, after = Load("kill.a", seed=4), Load("kill.b", seed=5), Load("kill.c", seed=6)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -477,7 +390,7 @@ async def test_sigkill_during_outage_then_restart_drains_the_spool(
         await asyncio.sleep(0.1)
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
 
-    second = await Daemon.start(url, tmp_path, "--spool-after", "0.5")
+    second = await start_collector(url, tmp_path, "--spool-after", "0.5")
     daemons.append(second)
     assert second.count_log("unreachable .* starting anyway")
     assert second.count_log(r"spool .* holds \d+ batch")
@@ -496,11 +409,11 @@ async def test_sigkill_during_outage_then_restart_drains_the_spool(
 
 
 async def test_garbage_never_disturbs_good_lines(
-    mysql_url: str, tmp_path: Path, daemons: list[Daemon]
+    mysql_url: str, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """Random bytes, 1 MB lines, slowloris connections, invalid UTF-8, NaN and Inf, over
     UDP and TCP, each beside good lines: the daemon stays up, good lines are exact."""
-    daemon = await Daemon.start(mysql_url, tmp_path, "--tcp-idle-timeout", "1",
+    daemon = await start_collector(mysql_url, tmp_path, "--tcp-idle-timeout", "1",
                                 "--max-tcp-connections", "20")
     daemons.append(daemon)
     good = Load("good", seed=7)

@@ -16,10 +16,7 @@ show up as a differing row. SUM(cnt) and SUM(sum) per metric are compared as wel
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,108 +26,29 @@ import aiohttp
 import pymysql
 import pytest
 
+from tests.daemon import CLI, DaemonProcess
 from tests.faultproxy import FaultProxy
-
-CLI = str(Path(sys.executable).parent / "glowing-fiesta")
-_LISTENING = re.compile(r"listening on (UDP|TCP|HTTP) [\d.]+:(\d+)")
-_READY = re.compile(r"glowing_fiesta: ready$")
 
 Rows = dict[tuple[str, int], tuple[float, float]]  # (metric, ts) -> (cnt, sum)
 
 
-class Service:
-    """``glowing-fiesta serve`` or ``run`` as a subprocess, its log lines collected."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.log: list[str] = []
-        self.ports: dict[str, int] = {}
-        self._new_line = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_log())
-
-    @classmethod
-    async def start(cls, command: str, database_url: str, state_dir: Path,
-                    *options: str) -> Service:
-        extra = ["--udp-port", "0", "--tcp-port", "0", "--flush-interval", "0.2"] \
-            if command == "run" else []
-        process = await asyncio.create_subprocess_exec(
-            CLI, command, "--database-url", database_url, "--state-dir", str(state_dir),
-            "--host", "127.0.0.1", "--http-port", "0", "--key-cache-ttl", "3600",
-            "--log-level", "info", *extra, *options,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        service = cls(process)
-        try:
-            await service.wait_for_log(_READY, timeout=30)
-        except BaseException:
-            await service.kill()
-            raise
-        return service
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['HTTP']}"
-
-    async def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            match = _LISTENING.search(line)
-            if match:
-                self.ports[match.group(1)] = int(match.group(2))
-            self.log.append(line)
-            self._new_line.set()
-        self._new_line.set()
-
-    async def wait_for_log(
-        self, pattern: str | re.Pattern[str], *, after: int = 0, timeout: float = 30
-    ) -> int:
-        """Wait for a log line matching ``pattern`` (from line ``after`` on); its index."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        seen = after
-        while True:
-            for index in range(seen, len(self.log)):
-                if regex.search(self.log[index]):
-                    return index
-            seen = len(self.log)
-            if self._reader.done():
-                raise AssertionError(f"process exited; no log line {regex.pattern!r}:\n"
-                                     + self.transcript())
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no log line {regex.pattern!r} in {timeout}s:\n"
-                                     + self.transcript())
-            self._new_line.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new_line.wait(), left)
-
-    def count_log(self, pattern: str) -> int:
-        regex = re.compile(pattern)
-        return sum(1 for line in self.log if regex.search(line))
-
-    def transcript(self) -> str:
-        return "\n".join(self.log[-80:])
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-        status = await asyncio.wait_for(self.process.wait(), timeout)
-        await self._reader
-        return status
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._reader, 5)
+async def start_service(
+    command: str, database_url: str, state_dir: Path, *options: str
+) -> DaemonProcess:
+    """``glowing-fiesta serve`` or ``run`` on ephemeral ports."""
+    extra = ["--udp-port", "0", "--tcp-port", "0", "--flush-interval", "0.2"] \
+        if command == "run" else []
+    return await DaemonProcess.start(
+        command, "--database-url", database_url, "--state-dir", str(state_dir),
+        "--host", "127.0.0.1", "--http-port", "0", "--key-cache-ttl", "3600",
+        "--log-level", "info", *extra, *options,
+    )
 
 
 @pytest.fixture
-async def services() -> AsyncIterator[list[Service]]:
+async def services() -> AsyncIterator[list[DaemonProcess]]:
     """Processes a test starts are appended here and killed if the test left them up."""
-    started: list[Service] = []
+    started: list[DaemonProcess] = []
     yield started
     for service in started:
         await service.kill()
@@ -264,13 +182,13 @@ def assert_exact(mysql_url: str, clients: Clients) -> None:
 
 @pytest.mark.slow
 async def test_database_outage_10s_under_http_load(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[Service]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
 ) -> None:
     """20 clients posting batches through a 10 s outage of the database: what was
     answered 200 during it is spooled, and everything answered 200 is stored once."""
     token = await create_key(mysql_url)
     state = tmp_path / "state"
-    service = await Service.start("serve", proxy.url(mysql_url), state)
+    service = await start_service("serve", proxy.url(mysql_url), state)
     services.append(service)
     clients = Clients("hfo", token)
     stop = asyncio.Event()
@@ -302,7 +220,7 @@ async def test_database_outage_10s_under_http_load(
 
 
 async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[Service]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
 ) -> None:
     """``run`` (collector and HTTP share one spool): points acknowledged during an
     outage are in the spool when the process is SIGKILLed; the restarted process (the
@@ -311,7 +229,7 @@ async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
     token = await create_key(mysql_url)
     state = tmp_path / "state"
     url = proxy.url(mysql_url)
-    first = await Service.start("run", url, state)
+    first = await start_service("run", url, state)
     services.append(first)
     clients = Clients("hfk", token, count=10)
     stop = asyncio.Event()
@@ -329,7 +247,7 @@ async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
     assert (state / "spool-collector.sqlite").exists()
 
-    second = await Service.start("run", url, state)
+    second = await start_service("run", url, state)
     services.append(second)
     assert second.count_log("unreachable .* starting anyway"), second.transcript()
     assert second.count_log(r"spool .* holds \d+ batch"), second.transcript()
@@ -346,13 +264,13 @@ async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
 
 
 async def test_full_spool_during_outage_refuses_and_records_nothing_refused(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[Service]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
 ) -> None:
     """A spool budget of 5 kB fills within the outage: later requests are answered 503
     (neither written nor spooled) and must be absent; the acknowledged ones all land."""
     token = await create_key(mysql_url)
     url = proxy.url(mysql_url)
-    service = await Service.start("run", url, tmp_path / "state", "--spool-max-bytes", "5000")
+    service = await start_service("run", url, tmp_path / "state", "--spool-max-bytes", "5000")
     services.append(service)
     clients = Clients("hff", token, count=10)
     stop = asyncio.Event()
