@@ -111,7 +111,11 @@ async def _check_kinds(app: web.Application, points: list[Point], batch: bool) -
         try:
             found = await asyncio.gather(*(store.get_metric(name) for name in unknown))
         except StoreError as exc:
-            raise ApiError(503, "cannot check metric kinds: the store is unavailable") from exc
+            if app[COMMITTER].spool is None:
+                raise ApiError(503, "cannot check metric kinds: the store is unavailable") from exc
+            # Ingest goes on through an outage: the batch will be spooled, and a point of
+            # the other kind than the stored one is found (logged, counted) at replay.
+            found = []
         for info in found:
             if info is not None:
                 kinds[info.name] = info.kind

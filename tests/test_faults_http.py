@@ -294,3 +294,35 @@ async def test_full_spool_during_outage_refuses_and_records_nothing_refused(
     assert_exact(mysql_url, clients)
     assert clients.acked_while > 10, clients.statuses
     assert service.count_log("cannot spool a batch"), service.transcript()
+
+
+# -- 4. new metric names during an outage ----------------------------------------------
+
+
+async def test_new_names_during_an_outage_are_spooled_not_refused(
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+) -> None:
+    """DESIGN §6 "ingest goes on": a name this process has never seen cannot have its
+    kind checked while the database is down; it is spooled (200) and stored on replay."""
+    token = await create_key(mysql_url)
+    service = await start_service("serve", proxy.url(mysql_url), tmp_path / "state")
+    services.append(service)
+    headers = {"X-API-Key": token}
+    ts = int(time.time()) - 5
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{service.base_url}/api/metrics/counter", headers=headers,
+                                json={"metric": "hfn.warmup", "timestamp": ts}) as response:
+            assert response.status == 200  # the key is cached now
+        proxy.cut()
+        points = [{"metric": f"hfn.new{i}", "type": "counter", "value": i, "timestamp": ts}
+                  for i in range(1, 6)]
+        async with session.post(f"{service.base_url}/api/metrics/batch", headers=headers,
+                                json={"points": points}) as response:
+            assert response.status == 200, await response.text()
+    proxy.restore()
+    await service.wait_for_log(r"spool .* drained", timeout=60)
+    assert await service.stop() == 0, service.transcript()
+    rows = db_rows(mysql_url, "hfn")
+    assert {name: total for (name, _ts), (_cnt, total) in rows.items()} == {
+        "hfn.warmup": 1.0, **{f"hfn.new{i}": float(i) for i in range(1, 6)}
+    }
