@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
 from protocol.buckets import BucketRow
 from protocol.names import Kind
@@ -54,6 +55,31 @@ class ApiKey(NamedTuple):
     rate_limit: str | None  # "100/s"; None: the server default
     created_at: int
     revoked_at: int | None
+
+
+# Column lists and row readers shared by both backends (the SQL around them differs).
+METRIC_COLUMNS = (
+    "m.id, m.name, m.kind, m.created_at, "
+    "(SELECT MIN(ts) FROM points_1s p WHERE p.metric_id = m.id), "
+    "(SELECT MAX(ts) FROM points_1s p WHERE p.metric_id = m.id)"
+)
+KEY_COLUMNS = "id, name, key_hash, display_prefix, scopes, rate_limit, created_at, revoked_at"
+
+
+def metric_from_row(row: Sequence[Any]) -> MetricInfo:
+    """A row of ``SELECT METRIC_COLUMNS FROM metrics m``."""
+    return MetricInfo(
+        int(row[0]), row[1], cast(Kind, row[2]), int(row[3]),
+        None if row[4] is None else int(row[4]), None if row[5] is None else int(row[5]),
+    )
+
+
+def api_key_from_row(row: Sequence[Any]) -> ApiKey:
+    """A row of ``SELECT KEY_COLUMNS FROM api_keys``."""
+    return ApiKey(
+        int(row[0]), row[1], row[2], row[3], tuple(row[4].split(",")), row[5], int(row[6]),
+        None if row[7] is None else int(row[7]),
+    )
 
 
 class Store(Protocol):

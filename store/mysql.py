@@ -23,7 +23,18 @@ import pymysql
 
 from protocol.buckets import BucketRow
 from protocol.names import Kind
-from store.base import ApiKey, Batch, MetricInfo, StoreError, StoreUnavailable, WriteResult
+from store.base import (
+    KEY_COLUMNS,
+    METRIC_COLUMNS,
+    ApiKey,
+    Batch,
+    MetricInfo,
+    StoreError,
+    StoreUnavailable,
+    WriteResult,
+    api_key_from_row,
+    metric_from_row,
+)
 from store.rollups import ROLLUPS, STEPS, IdRow, check_table, plan_reads, rollup
 from store.schema import MYSQL_MIGRATIONS
 
@@ -46,14 +57,6 @@ _ROLLUP_HEADS = [
 _UPSERT_TAIL = (
     " ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt), `sum` = `sum` + VALUES(`sum`), "
     "mn = LEAST(mn, VALUES(mn)), mx = GREATEST(mx, VALUES(mx))"
-)
-_METRIC_COLUMNS = (
-    "m.id, m.name, m.kind, m.created_at, "
-    "(SELECT MIN(ts) FROM points_1s p WHERE p.metric_id = m.id), "
-    "(SELECT MAX(ts) FROM points_1s p WHERE p.metric_id = m.id)"
-)
-_KEY_COLUMNS = (
-    "id, name, key_hash, display_prefix, scopes, rate_limit, created_at, revoked_at"
 )
 
 Cursor = Any  # aiomysql.Cursor: untyped
@@ -307,10 +310,10 @@ class MySQLStore:
 
         async def run(cursor: Cursor) -> MetricInfo | None:
             await cursor.execute(
-                f"SELECT {_METRIC_COLUMNS} FROM metrics m WHERE m.name = %s", (name,)
+                f"SELECT {METRIC_COLUMNS} FROM metrics m WHERE m.name = %s", (name,)
             )
             row = await cursor.fetchone()
-            return None if row is None else _metric(row)
+            return None if row is None else metric_from_row(row)
 
         return await self._run(run)
 
@@ -325,11 +328,11 @@ class MySQLStore:
             low = max(prefix, after or "")
             op = ">" if after is not None and after >= prefix else ">="
             await cursor.execute(
-                f"SELECT {_METRIC_COLUMNS} FROM metrics m "
+                f"SELECT {METRIC_COLUMNS} FROM metrics m "
                 f"WHERE m.name {op} %s AND m.name < %s ORDER BY m.name LIMIT %s",
                 (low, prefix + "\x7f", limit),
             )
-            return [_metric(row) for row in await cursor.fetchall()]
+            return [metric_from_row(row) for row in await cursor.fetchall()]
 
         return await self._run(run)
 
@@ -398,17 +401,17 @@ class MySQLStore:
     async def find_key(self, key_hash: str) -> ApiKey | None:
         async def run(cursor: Cursor) -> ApiKey | None:
             await cursor.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s", (key_hash,)
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = %s", (key_hash,)
             )
             row = await cursor.fetchone()
-            return None if row is None else _api_key(row)
+            return None if row is None else api_key_from_row(row)
 
         return await self._run(run)
 
     async def list_keys(self) -> list[ApiKey]:
         async def run(cursor: Cursor) -> list[ApiKey]:
-            await cursor.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id")
-            return [_api_key(row) for row in await cursor.fetchall()]
+            await cursor.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id")
+            return [api_key_from_row(row) for row in await cursor.fetchall()]
 
         return await self._run(run)
 
@@ -519,15 +522,3 @@ async def _rollback_quietly(cursor: Cursor) -> None:
         await cursor.execute("ROLLBACK")
 
 
-def _metric(row: Any) -> MetricInfo:
-    return MetricInfo(
-        int(row[0]), row[1], cast(Kind, row[2]), int(row[3]),
-        None if row[4] is None else int(row[4]), None if row[5] is None else int(row[5]),
-    )
-
-
-def _api_key(row: Any) -> ApiKey:
-    return ApiKey(
-        int(row[0]), row[1], row[2], row[3], tuple(row[4].split(",")), row[5], int(row[6]),
-        None if row[7] is None else int(row[7]),
-    )

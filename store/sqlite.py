@@ -15,11 +15,22 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from protocol.buckets import BucketRow
 from protocol.names import Kind
-from store.base import ApiKey, Batch, MetricInfo, StoreError, StoreUnavailable, WriteResult
+from store.base import (
+    KEY_COLUMNS,
+    METRIC_COLUMNS,
+    ApiKey,
+    Batch,
+    MetricInfo,
+    StoreError,
+    StoreUnavailable,
+    WriteResult,
+    api_key_from_row,
+    metric_from_row,
+)
 from store.rollups import ROLLUPS, check_table, plan_reads, rollup
 from store.schema import SQLITE_MIGRATIONS
 
@@ -32,14 +43,6 @@ _UPSERT_TABLE = (
 )
 _UPSERT = _UPSERT_TABLE.format(table="points_1s")
 _ROLLUP_UPSERTS = [(_UPSERT_TABLE.format(table=table), step) for table, step in ROLLUPS]
-_METRIC_COLUMNS = (
-    "m.id, m.name, m.kind, m.created_at, "
-    "(SELECT MIN(ts) FROM points_1s p WHERE p.metric_id = m.id), "
-    "(SELECT MAX(ts) FROM points_1s p WHERE p.metric_id = m.id)"
-)
-_KEY_COLUMNS = (
-    "id, name, key_hash, display_prefix, scopes, rate_limit, created_at, revoked_at"
-)
 
 
 class SQLiteStore:
@@ -212,9 +215,9 @@ class SQLiteStore:
     async def get_metric(self, name: str) -> MetricInfo | None:
         def run(conn: sqlite3.Connection) -> MetricInfo | None:
             row = conn.execute(
-                f"SELECT {_METRIC_COLUMNS} FROM metrics m WHERE m.name = ?", (name,)
+                f"SELECT {METRIC_COLUMNS} FROM metrics m WHERE m.name = ?", (name,)
             ).fetchone()
-            return None if row is None else MetricInfo(*row)
+            return None if row is None else metric_from_row(row)
 
         return await self._read(run)
 
@@ -225,11 +228,11 @@ class SQLiteStore:
             low = max(prefix, after or "")
             op = ">" if after is not None and after >= prefix else ">="
             rows = conn.execute(
-                f"SELECT {_METRIC_COLUMNS} FROM metrics m "
+                f"SELECT {METRIC_COLUMNS} FROM metrics m "
                 f"WHERE m.name {op} ? AND m.name < ? ORDER BY m.name LIMIT ?",
                 (low, prefix + "\x7f", limit),
             ).fetchall()
-            return [MetricInfo(*row) for row in rows]
+            return [metric_from_row(row) for row in rows]
 
         return await self._read(run)
 
@@ -279,16 +282,16 @@ class SQLiteStore:
     async def find_key(self, key_hash: str) -> ApiKey | None:
         def run(conn: sqlite3.Connection) -> ApiKey | None:
             row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
             ).fetchone()
-            return None if row is None else _api_key(row)
+            return None if row is None else api_key_from_row(row)
 
         return await self._read(run)
 
     async def list_keys(self) -> list[ApiKey]:
         def run(conn: sqlite3.Connection) -> list[ApiKey]:
-            rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()
-            return [_api_key(row) for row in rows]
+            rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()
+            return [api_key_from_row(row) for row in rows]
 
         return await self._read(run)
 
@@ -374,9 +377,3 @@ def _delete_slice(
         raise
     return deleted, index
 
-
-def _api_key(row: Any) -> ApiKey:
-    return ApiKey(
-        int(row[0]), row[1], row[2], row[3], tuple(row[4].split(",")), row[5], int(row[6]),
-        None if row[7] is None else int(row[7]),
-    )
