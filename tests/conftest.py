@@ -11,12 +11,14 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pymysql
 import pytest
 
 from store import Store, open_store
+from tests.mysqldirect import connect
 
 MYSQL_URL = os.environ.get("GF_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("GF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -30,16 +32,8 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-def _mysql_admin() -> pymysql.connections.Connection:  # type: ignore[type-arg]
-    parts = urlsplit(MYSQL_URL)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        connect_timeout=5,
-        autocommit=True,
-    )
+def _mysql_admin() -> Any:
+    return connect(MYSQL_URL, database=False)
 
 
 @pytest.fixture

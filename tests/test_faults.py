@@ -22,9 +22,7 @@ import termios
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import pymysql
 import pytest
 
 from collector.config import CollectorConfig
@@ -34,6 +32,7 @@ from collector.spool import decode_points
 from store import Batch, Store, WriteResult, open_store
 from tests.daemon import DaemonProcess
 from tests.faultproxy import FaultProxy
+from tests.mysqldirect import connect
 
 Totals = dict[str, tuple[float, float, float, float]]  # name -> (cnt, sum, mn, mx)
 
@@ -118,12 +117,7 @@ def merged(*loads: Load) -> Totals:
 
 def db_totals(mysql_url: str, prefixes: Iterable[str] | None = None) -> Totals:
     """Per metric SUM(cnt), SUM(sum), MIN(mn), MAX(mx), read straight from the server."""
-    parts = urlsplit(mysql_url)
-    conn = pymysql.connect(
-        host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-        user=parts.username or "root", password=parts.password or "",
-        database=parts.path.lstrip("/"), autocommit=True,
-    )
+    conn = connect(mysql_url)
     try:
         with conn.cursor() as cursor:
             cursor.execute(
@@ -499,10 +493,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def seed_points(mysql_url: str, metrics: int, seconds: int, first_ts: int) -> None:
     """``metrics`` x ``seconds`` rows (cnt = sum = mn = mx = 1) at first_ts + 0.. ."""
-    parts = urlsplit(mysql_url)
-    conn = pymysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "",
-                           database=parts.path.lstrip("/"), autocommit=True)
+    conn = connect(mysql_url)
     try:
         with conn.cursor() as cursor:
             cursor.executemany(
@@ -523,10 +514,7 @@ def seed_points(mysql_url: str, metrics: int, seconds: int, first_ts: int) -> No
 
 def seed_counts(mysql_url: str, cutoff: int) -> tuple[int, int, float]:
     """(rows before the cutoff, rows from it on, their SUM(cnt)) of the seed metrics."""
-    parts = urlsplit(mysql_url)
-    conn = pymysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "",
-                           database=parts.path.lstrip("/"), autocommit=True)
+    conn = connect(mysql_url)
     try:
         with conn.cursor() as cursor:
             cursor.execute(

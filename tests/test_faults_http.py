@@ -20,14 +20,13 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
-import pymysql
 import pytest
 
 from tests.daemon import CLI, DaemonProcess
 from tests.faultproxy import FaultProxy
+from tests.mysqldirect import connect
 
 Rows = dict[tuple[str, int], tuple[float, float]]  # (metric, ts) -> (cnt, sum)
 
@@ -80,12 +79,7 @@ async def create_key(database_url: str) -> str:
 
 def db_rows(mysql_url: str, prefix: str) -> Rows:
     """Every points_1s row of the metrics under ``prefix``, straight from the server."""
-    parts = urlsplit(mysql_url)
-    conn = pymysql.connect(
-        host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-        user=parts.username or "root", password=parts.password or "",
-        database=parts.path.lstrip("/"), autocommit=True,
-    )
+    conn = connect(mysql_url)
     try:
         with conn.cursor() as cursor:
             cursor.execute(

@@ -13,6 +13,7 @@ from collector.config import CollectorConfig
 from collector.daemon import Collector
 from collector.retention import retention_pass
 from store import Batch, PointRow, Store, StoreUnavailable
+from tests.mysqldirect import connect
 
 CUTOFF = 1_700_000_000
 
@@ -143,14 +144,7 @@ def table_counts(database_url: str, name: str) -> dict[str, int]:
         path = database_url.removeprefix("sqlite://").removeprefix("/")
         with sqlite3.connect(path) as conn:
             return {t: conn.execute(sql.format(t) + "?", (name,)).fetchone()[0] for t in tables}
-    from urllib.parse import urlsplit
-
-    import pymysql
-
-    parts = urlsplit(database_url)
-    conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "",
-                           database=parts.path.lstrip("/"))
+    conn = connect(database_url)
     try:
         with conn.cursor() as cursor:
             out = {}

@@ -11,14 +11,13 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
-import pymysql
 import pytest
 
 from protocol.buckets import BucketRow
 from store import Batch, PointRow, Store
 from store.rollups import LEVELS, plan_reads, rollup
+from tests.mysqldirect import connect
 
 BASE = 1_790_000_000 - 1_790_000_000 % 86400  # a UTC midnight
 Rows = dict[int, list[float]]  # bucket start -> [cnt, sum, mn, mx]
@@ -67,10 +66,7 @@ def sql(url: str) -> Iterator[Any]:
     if url.startswith("sqlite"):
         conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     else:
-        parts = urlsplit(url)
-        conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
-                               user=parts.username or "root", password=parts.password or "",
-                               database=parts.path.lstrip("/"), autocommit=True)
+        conn = connect(url)
     with closing(conn):
         cursor = conn.cursor()
         try:
