@@ -280,7 +280,7 @@ class Flusher:
         assert self.spool is not None
         started = time.perf_counter()
         try:
-            done = await replay_one(self.spool, self.store, write_timeout=limit)
+            done = await replay_one(self.spool, self.store.write_batch, write_timeout=limit)
         except SpoolError as exc:
             self._spool_failed(exc)
             return True  # go on with memory; the spool is retried later

@@ -32,7 +32,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, NamedTuple, TypeVar, cast
@@ -40,7 +40,7 @@ from typing import Final, NamedTuple, TypeVar, cast
 import orjson
 
 from protocol.names import Kind
-from store.base import Batch, PointRow, Store, StoreError, WriteResult
+from store.base import Batch, PointRow, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +336,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+BatchWriter = Callable[[Batch], Awaitable[WriteResult]]  # Store.write_batch or a stand-in
+
+
 async def replay_one(
-    spool: Spool, store: Store, *, write_timeout: float
+    spool: Spool, write: BatchWriter, *, write_timeout: float
 ) -> tuple[Batch, WriteResult] | None:
     """Write the oldest spooled batch under its original (writer_id, seq), then drop it.
 
@@ -347,7 +350,7 @@ async def replay_one(
     spooled = await spool.head()
     if spooled is None:
         return None
-    result = await asyncio.wait_for(store.write_batch(spooled.batch), write_timeout)
+    result = await asyncio.wait_for(write(spooled.batch), write_timeout)
     # A crash here replays the batch once more at start-up: the flushes table makes
     # that second write a no-op (applied=False).
     await spool.remove(spooled)
@@ -356,34 +359,46 @@ async def replay_one(
 
 async def drain_forever(
     spool: Spool,
-    store: Store,
+    write: BatchWriter,
     stop: asyncio.Event,
     *,
     interval: float = 1.0,
+    max_delay: float = 30.0,
     write_timeout: float = 10.0,
+    wake: asyncio.Event | None = None,
     on_written: Callable[[Batch, WriteResult], None] | None = None,
 ) -> None:
-    """Replay the spool into the store whenever it holds batches, until ``stop``.
+    """Replay the spool, oldest batch first, whenever it holds batches, until ``stop``.
 
-    For a process that spools but runs no Flusher (``glowing-fiesta serve``); the
-    collector's Flusher drains its own spool. Failures back off up to 30 s.
+    For a process that spools but runs no Flusher (the HTTP committer of ``serve``); the
+    collector's Flusher drains its own spool. Failures back off from ``interval`` up to
+    ``max_delay``; setting ``wake`` (a write worked again) ends a wait at once.
     """
     delay = interval
+    replayed = 0
     while not stop.is_set():
-        try:
-            done = await replay_one(spool, store, write_timeout=write_timeout)
-        except (StoreError, TimeoutError, SpoolError) as exc:
-            log.warning("spool %s: replay failed (%s); %d batch(es) wait, retry in %.0fs",
-                        spool.path, str(exc) or type(exc).__name__, spool.batches, delay)
-            done = None
-            wait = delay
-            delay = min(30.0, delay * 2)
-        else:
-            if done is not None:
-                delay = interval
-                if on_written is not None:
-                    on_written(*done)
+        wait = interval
+        if spool.batches:  # an in-memory count: an idle spool costs no query
+            try:
+                done = await replay_one(spool, write, write_timeout=write_timeout)
+            except (StoreError, TimeoutError, SpoolError) as exc:
+                log.warning("spool %s: replay failed (%s); %d batch(es) wait, retry in %.0fs",
+                            spool.path, str(exc) or type(exc).__name__, spool.batches, delay)
+                wait = delay
+                delay = min(max_delay, delay * 2)
+            else:
+                if done is not None:
+                    delay = interval
+                    replayed += 1
+                    if on_written is not None:
+                        on_written(*done)
+                    if not spool.batches:
+                        log.info("spool %s drained: %d batch(es) replayed", spool.path,
+                                 replayed)
+                        replayed = 0
                 continue
-            wait = interval
+        event = wake if wake is not None else stop
+        if wake is not None:
+            wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+            await asyncio.wait_for(event.wait(), wait)

@@ -26,11 +26,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from collector.flusher import new_writer_id
-from collector.spool import Spool
+from collector.spool import BatchWriter, Spool
 from protocol.units import parse_rate_limit
 from query import ingest, read
 from query.auth import guard_middleware
-from query.commit import BatchWriter, GroupCommitter
+from query.commit import GroupCommitter
 from query.config import HttpConfig
 from query.errors import JSON, error_middleware, json_response
 from query.openapi import openapi_document

@@ -62,18 +62,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from collector.spool import Spool, SpoolError
+from collector.spool import BatchWriter, Spool, SpoolError, drain_forever
 from protocol.buckets import merge
 from protocol.names import Kind
-from store.base import Batch, PointRow, StoreError, StoreUnavailable, WriteResult
+from store.base import Batch, PointRow, StoreUnavailable, WriteResult
 
 log = logging.getLogger(__name__)
 
-BatchWriter = Callable[[Batch], Awaitable[WriteResult]]
 RETRY_DELAYS: Final = (0.05, 0.2, 0.5)  # seconds before the 2nd, 3rd, 4th attempt
 WRITE_TIMEOUT: Final = 2.0  # seconds one write may take, with a spool, before spooling
 PROBE_INTERVAL: Final = 0.5  # seconds the store counts as down after a failed write
@@ -295,40 +294,16 @@ class GroupCommitter:
 
     async def _drain(self, spool: Spool) -> None:
         """Replay the spool, oldest batch first, each under its original (writer_id,
-        seq); back off while the store fails, at once when a write worked again."""
-        delay = DRAIN_INTERVAL
-        replayed = 0
-        while True:
-            wait = DRAIN_INTERVAL
-            if spool.batches:
-                try:
-                    spooled = await spool.head()
-                    if spooled is not None:
-                        batch = spooled.batch
-                        result = await asyncio.wait_for(self.write(batch), self.replay_timeout)
-                        await spool.remove(spooled)
-                except (StoreError, TimeoutError, SpoolError) as exc:
-                    log.warning("spool %s: replay failed (%s); %d batch(es) wait, "
-                                "retry in %.0fs", spool.path, _describe(exc), spool.batches,
-                                delay)
-                    wait = delay
-                    delay = min(DRAIN_MAX_DELAY, delay * 2)
-                else:
-                    if spooled is not None:
-                        delay = DRAIN_INTERVAL
-                        self._down_until = 0.0
-                        replayed += 1
-                        self._replayed(batch, result)
-                        if not spool.batches:
-                            log.info("spool %s drained: %d batch(es) replayed",
-                                     spool.path, replayed)
-                            replayed = 0
-                    continue
-            self._store_back.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._store_back.wait(), wait)
+        seq); back off while the store fails, at once when a write worked again. Runs
+        until ``close`` cancels it."""
+        await drain_forever(
+            spool, self.write, asyncio.Event(), interval=DRAIN_INTERVAL,
+            max_delay=DRAIN_MAX_DELAY, write_timeout=self.replay_timeout,
+            wake=self._store_back, on_written=self._replayed,
+        )
 
     def _replayed(self, batch: Batch, result: WriteResult) -> None:
+        self._down_until = 0.0  # the store answers again
         self.stats.replayed += 1
         self.stats.replayed_rows += len(batch.points)
         if not result.applied:

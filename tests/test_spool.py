@@ -187,11 +187,11 @@ async def test_replay_keeps_the_original_writer_and_seq(store: Store, tmp_path: 
     assert (await store.write_batch(applied)).applied
     spool = await Spool.open(tmp_path, "t")
     await spool.put_many([applied, fresh])
-    first = await replay_one(spool, store, write_timeout=10)
-    second = await replay_one(spool, store, write_timeout=10)
+    first = await replay_one(spool, store.write_batch, write_timeout=10)
+    second = await replay_one(spool, store.write_batch, write_timeout=10)
     assert first is not None and first[1].applied is False
     assert second is not None and second[1].applied is True
-    assert await replay_one(spool, store, write_timeout=10) is None
+    assert await replay_one(spool, store.write_batch, write_timeout=10) is None
     assert await totals(store, ["r.a"]) == {"r.a": (2.0, 7.0, 3.0, 4.0)}
     await spool.close()
 
@@ -207,7 +207,8 @@ async def test_drain_forever_empties_the_spool_for_a_process_without_a_flusher(
     stop = asyncio.Event()
     written: list[int] = []
     task = asyncio.create_task(drain_forever(
-        spool, store, stop, interval=0.01, on_written=lambda b, r: written.append(b.seq)))
+        spool, store.write_batch, stop, interval=0.01,
+        on_written=lambda b, r: written.append(b.seq)))
     while spool.batches:
         await asyncio.sleep(0.01)
     stop.set()
