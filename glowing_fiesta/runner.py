@@ -74,17 +74,14 @@ async def run_services(
         migrated = True
         try:
             applied = await store.migrate()
-        except StoreUnavailable as exc:
-            if not collector:
+        except StoreError as exc:
+            if not (collector and isinstance(exc, StoreUnavailable)):
                 log.error("cannot open the database %s: %s", store.url_for_logs, exc)
                 return 1
             # The collector starts anyway: it spools and migrates once the database answers.
             log.warning("database %s unreachable (%s): starting anyway; the collector "
                         "spools and retries the migration", store.url_for_logs, exc)
             applied, migrated = [], False
-        except StoreError as exc:
-            log.error("cannot open the database %s: %s", store.url_for_logs, exc)
-            return 1
         if applied:
             log.info("applied migrations %s to %s", applied, store.url_for_logs)
         try:

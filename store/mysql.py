@@ -62,12 +62,6 @@ _UPSERT_TAIL = (
 Cursor = Any  # aiomysql.Cursor: untyped
 
 
-def _float(value: float) -> str:
-    """A float as an SQL literal. repr() round-trips exactly; values are finite
-    because the parser and the HTTP schema reject NaN and infinities."""
-    return repr(float(value))
-
-
 class MySQLStore:
     def __init__(
         self, *, host: str, port: int, user: str, password: str, db: str, pool_size: int
@@ -498,8 +492,9 @@ async def _upsert(cursor: Cursor, head: str, rows: list[IdRow]) -> None:
     """Additive multi-row upserts of ``rows`` (sorted) in UPSERT_CHUNK statements."""
     tail = _UPSERT_TAIL
     for start in range(0, len(rows), UPSERT_CHUNK):
-        # {x!r} of a float is _float(x) inlined (a call per value cost ~15% of a flush);
-        # an int renders as an int literal, equally exact.
+        # repr() of a float round-trips exactly (values are finite: the parser and the
+        # HTTP schema reject NaN and infinities); an int renders as an int literal.
+        # Inline, not a helper call per value: that cost ~15% of a flush.
         values = ",".join(
             f"({metric_id:d},{ts:d},{cnt!r},{total!r},{mn!r},{mx!r})"
             for metric_id, ts, cnt, total, mn, mx in rows[start : start + UPSERT_CHUNK]
