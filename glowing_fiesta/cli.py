@@ -49,8 +49,15 @@ def option(name: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 
+def _stacked(f: F, decorators: list[Callable[[F], F]]) -> F:
+    """Apply option decorators so that --help lists them in the order given."""
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
 def common_options(f: F) -> F:
-    for decorator in reversed([
+    return _stacked(f, [
         option("--database-url", default="sqlite:///var/glowing-fiesta.db",
                help="sqlite:///relative/path, sqlite:////abs/path or mysql://user:pass@host:port/db"),
         option("--state-dir", type=click.Path(path_type=Path), default=Path("var"),
@@ -59,14 +66,12 @@ def common_options(f: F) -> F:
                default="info", help="Least severe log level written to stderr."),
         option("--log-format", type=click.Choice(["text", "json"]), default="text",
                help="One line per event: plain text, or one JSON object per line."),
-    ]):
-        f = decorator(f)
-    return f
+    ])
 
 
 def collector_options(f: F) -> F:
     d = CollectorConfig()
-    for decorator in reversed([
+    return _stacked(f, [
         option("--host", default=d.host, help="Address for the UDP/TCP listeners (and HTTP)."),
         option("--udp-port", type=click.IntRange(0, 65535), default=d.udp_port,
                help="UDP port for StatsD lines; 0 binds an ephemeral port."),
@@ -111,14 +116,12 @@ def collector_options(f: F) -> F:
                help="Time between the collector's retention passes; 0: none."),
         option("--retention-chunk", type=click.IntRange(min=1), default=d.retention_chunk,
                help="Rows a retention statement deletes per metric."),
-    ]):
-        f = decorator(f)
-    return f
+    ])
 
 
 def admin_options(f: F) -> F:
     d = AdminConfig()
-    for decorator in reversed([
+    return _stacked(f, [
         option("--admin-host", default=d.host,
                help="Address for the collector's /metrics and /healthz (no authentication)."),
         option("--admin-port", type=click.IntRange(0, 65535), default=None,
@@ -127,14 +130,12 @@ def admin_options(f: F) -> F:
         option("--self-metrics/--no-self-metrics", default=False,
                help="Also record the collector's own figures as glowing_fiesta.collector.* "
                "metrics, every flush interval."),
-    ]):
-        f = decorator(f)
-    return f
+    ])
 
 
 def http_options(f: F) -> F:
     d = HttpConfig()
-    for decorator in reversed([
+    return _stacked(f, [
         option("--http-host", default=None,
                help="Address for the HTTP service [default: --host]."),
         option("--http-port", type=click.IntRange(0, 65535), default=d.port,
@@ -153,9 +154,7 @@ def http_options(f: F) -> F:
                help="Largest accepted request body, in bytes."),
         option("--default-rate-limit", default=d.default_rate_limit,
                help="Rate limit of keys created without one, e.g. 100/s."),
-    ]):
-        f = decorator(f)
-    return f
+    ])
 
 
 def build_config(params: dict[str, Any]) -> Config:
