@@ -28,6 +28,7 @@ from protocol.units import parse_timestamp
 
 MAX_BATCH_POINTS: Final = 1000
 MAX_REPORTED_ERRORS: Final = 100  # details beyond this are summarized, not listed
+MAX_KNOWN_NAMES: Final = 100_000  # BatchReader's cache of validated names; cleared past it
 
 _SINGLE_FIELDS: Final = frozenset({"metric", "value", "timestamp"})
 _BATCH_FIELDS: Final = frozenset({"metric", "type", "value", "timestamp"})
@@ -153,6 +154,89 @@ def to_rows(points: Iterable[Point]) -> list[Row]:
     return [
         (name, kind, ts, b[0], b[1], b[2], b[3]) for (name, kind, ts), b in buckets.items()
     ]
+
+
+class BatchReader:
+    """``POST /api/metrics/batch`` bodies straight to rows: ``to_rows(batch_points(...))``
+    in one pass.
+
+    Validating point by point into ``Point`` objects, then aggregating them, cost ~3 µs
+    a point (a profile of ``serve`` under batch load put a third of its time there).
+    This loop checks the common shape of a point inline, builds no per-point object and
+    remembers the names it has validated (names repeat from batch to batch). At the first
+    thing it does not take as is (an error, an ISO or string timestamp, anything
+    unusual) it hands the whole body to ``batch_points``, which accepts it or lists
+    every problem: the answer is always exactly that of ``to_rows(batch_points(...))``.
+    """
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+
+    def rows(self, body: object, window: Window) -> list[Row]:
+        raw = body.get("points") if type(body) is dict and len(body) == 1 else None
+        if type(raw) is not list or not 1 <= len(raw) <= MAX_BATCH_POINTS:
+            return to_rows(batch_points(body, window))
+        names = self._names
+        default_ts = math.floor(window.now)
+        oldest = window.now - window.max_age
+        newest = window.now + FUTURE_TOLERANCE
+        isfinite = math.isfinite
+        buckets: dict[tuple[str, Kind, int], list[float]] = {}
+        kind: Kind
+        try:
+            for item in raw:
+                if type(item) is not dict:
+                    break
+                fields = len(item)
+                ts = item.get("timestamp")
+                # "metric", "type" and "value" are required (KeyError below), so the
+                # count of fields rules out unknown ones.
+                if ts is None:
+                    if fields != 3 and not (fields == 4 and "timestamp" in item):
+                        break
+                    ts = default_ts
+                elif fields != 4 or not oldest <= ts <= newest:  # TypeError: not a number
+                    break
+                elif type(ts) is float:
+                    ts = int(ts)  # floor: the range check made it positive
+                elif type(ts) is not int:
+                    break
+                name = item["metric"]
+                if name not in names:  # TypeError: unhashable, so not a name
+                    if name_error(name) is not None:
+                        break
+                    if len(names) >= MAX_KNOWN_NAMES:
+                        names.clear()
+                    names.add(name)
+                raw_kind = item["type"]
+                if raw_kind == COUNTER:
+                    kind = COUNTER
+                elif raw_kind == VALUE:
+                    kind = VALUE
+                else:
+                    break
+                value = item["value"]
+                if type(value) is int:
+                    value = float(value)  # OverflowError beyond the float range
+                elif type(value) is not float or not isfinite(value):
+                    break
+                key = (name, kind, ts)
+                bucket = buckets.get(key)
+                if bucket is None:
+                    buckets[key] = [1.0, value, value, value]
+                else:
+                    bucket[0] += 1.0
+                    bucket[1] += value
+                    if value < bucket[2]:
+                        bucket[2] = value
+                    elif value > bucket[3]:
+                        bucket[3] = value
+            else:
+                return [(name, kind, ts, b[0], b[1], b[2], b[3])
+                        for (name, kind, ts), b in buckets.items()]
+        except (KeyError, TypeError, OverflowError):
+            pass
+        return to_rows(batch_points(body, window))
 
 
 # -- internals ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 
 from collector.flusher import new_writer_id
 from collector.spool import BatchWriter, Spool
+from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
 from query import ingest, read
 from query.auth import guard_middleware
@@ -37,6 +38,7 @@ from query.openapi import openapi_document
 from query.ratelimit import LocalRateLimiter, RedisRateLimiter
 from query.selfmetrics import HttpStats, exposition, metrics_middleware, new_registry
 from query.state import (
+    BATCH_READER,
     COMMITTER,
     CONFIG,
     KEYS,
@@ -124,6 +126,7 @@ def make_app(
     app[STATS] = stats
     app[KEYS] = KeyCache(store, config.key_cache_ttl, clock=clock)
     app[KINDS] = {}
+    app[BATCH_READER] = BatchReader()
     app[WALL_CLOCK] = wall_clock
     app[SCOPES] = {route.name: route.scope for route in ROUTES if route.scope is not None}
     app[OPENAPI] = orjson.dumps(openapi_document(config))

@@ -25,8 +25,10 @@ from aiohttp import web
 
 from protocol.names import Kind
 from protocol.points import (
+    FieldError,
     InvalidPoints,
     Point,
+    Row,
     Window,
     batch_points,
     counter_point,
@@ -35,12 +37,15 @@ from protocol.points import (
     value_point,
 )
 from query.errors import JSON, ApiError, json_response
-from query.state import COMMITTER, CONFIG, KINDS, STATS, STORE, WALL_CLOCK
+from query.state import BATCH_READER, COMMITTER, CONFIG, KINDS, STATS, STORE, WALL_CLOCK
 from store.base import StoreError
 
 MAX_KNOWN_KINDS: Final = 200_000  # names whose kind is cached; cleared past it
 
-Parser = Callable[[object, Window], list[Point]]
+# A request body -> its validated points (every problem listed) and -> its rows (the
+# same points aggregated per name, kind and second; the hot path of batch ingest).
+PointsParser = Callable[[object, Window], list[Point]]
+RowsReader = Callable[[object, Window], list[Row]]
 
 
 async def read_json(request: web.Request) -> object:
@@ -60,28 +65,41 @@ async def read_json(request: web.Request) -> object:
 
 
 async def post_counter(request: web.Request) -> web.Response:
-    return await _ingest(request, lambda body, window: [counter_point(body, window)], False)
+    return await _ingest(request, _single(counter_point), None, batch=False)
 
 
 async def post_value(request: web.Request) -> web.Response:
-    return await _ingest(request, lambda body, window: [value_point(body, window)], False)
+    return await _ingest(request, _single(value_point), None, batch=False)
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    return await _ingest(request, batch_points, True)
+    return await _ingest(request, batch_points, request.app[BATCH_READER].rows, batch=True)
 
 
-async def _ingest(request: web.Request, parse: Parser, batch: bool) -> web.Response:
+def _single(parse: Callable[[object, Window], Point]) -> PointsParser:
+    return lambda body, window: [parse(body, window)]
+
+
+async def _ingest(
+    request: web.Request, parse: PointsParser, read: RowsReader | None, *, batch: bool
+) -> web.Response:
+    """``read`` (default: ``to_rows`` of ``parse``) takes the body to rows; ``parse``
+    gives the points one by one when an error must say which point is at fault."""
     app = request.app
     body = await read_json(request)
     window = Window(app[WALL_CLOCK](), app[CONFIG].retention_raw)
     try:
-        points = parse(body, window)
+        rows = to_rows(parse(body, window)) if read is None else read(body, window)
     except InvalidPoints as exc:
         raise ApiError(422, f"invalid point(s): {exc}", exc.errors) from None
-    await _check_kinds(app, points, batch)
+
+    def conflicts_of(known: dict[str, Kind]) -> list[FieldError]:
+        # Only on the error path: the body validated, so parse() cannot raise here.
+        return kind_conflicts(parse(body, window), known, batch=batch)
+
+    await _check_kinds(app, rows, conflicts_of)
     try:
-        conflicts = await app[COMMITTER].commit(to_rows(points))
+        conflicts = await app[COMMITTER].commit(rows)
     except StoreError as exc:
         app[STATS].ingest_unavailable += 1
         raise ApiError(503, "the points could not be committed; nothing was acknowledged, "
@@ -91,20 +109,23 @@ async def _ingest(request: web.Request, parse: Parser, batch: bool) -> web.Respo
         kinds.update(conflicts)
         app[STATS].ingest_conflicts += 1
         raise ApiError(409, "kind conflict: points of the other kind were not recorded",
-                       kind_conflicts(points, conflicts, batch=batch))
+                       conflicts_of(conflicts))
     if len(kinds) >= MAX_KNOWN_KINDS:
         kinds.clear()
-    for point in points:
-        kinds[point.name] = point.kind
-    app[STATS].points_accepted += len(points)
-    return json_response({"accepted": len(points)})
+    kinds.update((row[0], row[1]) for row in rows)
+    accepted = int(sum(row[3] for row in rows))  # every point counts 1 in its row
+    app[STATS].points_accepted += accepted
+    return json_response({"accepted": accepted})
 
 
-async def _check_kinds(app: web.Application, points: list[Point], batch: bool) -> None:
+async def _check_kinds(
+    app: web.Application, rows: list[Row],
+    conflicts_of: Callable[[dict[str, Kind]], list[FieldError]],
+) -> None:
     """409 if a point's kind differs from its metric's stored kind, or from another
     point of the same name in the request."""
     kinds = app[KINDS]
-    names = {point.name for point in points}
+    names = {row[0] for row in rows}
     unknown = [name for name in names if name not in kinds]
     if unknown:
         store = app[STORE]
@@ -120,7 +141,9 @@ async def _check_kinds(app: web.Application, points: list[Point], batch: bool) -
             if info is not None:
                 kinds[info.name] = info.kind
     known: dict[str, Kind] = {name: kinds[name] for name in names if name in kinds}
-    errors = kind_conflicts(points, known, batch=batch)
-    if errors:
-        app[STATS].ingest_conflicts += 1
-        raise ApiError(409, f"kind conflict: {errors[0].message}", errors)
+    seen = dict(known)
+    if all(seen.setdefault(name, kind) == kind for name, kind, *_ in rows):
+        return
+    errors = conflicts_of(known)
+    app[STATS].ingest_conflicts += 1
+    raise ApiError(409, f"kind conflict: {errors[0].message}", errors)

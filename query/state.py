@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from protocol.names import Kind
+from protocol.points import BatchReader
 from query.commit import GroupCommitter
 from query.config import HttpConfig
 from query.ratelimit import RateLimiter
@@ -25,6 +26,7 @@ WALL_CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("wall_clock")
 SCOPES: web.AppKey[dict[str, str]] = web.AppKey("scopes")
 # metric name -> kind, as stored: answers most kind checks without the store
 KINDS: web.AppKey[dict[str, Kind]] = web.AppKey("kinds")
+BATCH_READER: web.AppKey[BatchReader] = web.AppKey("batch_reader", BatchReader)
 OPENAPI: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 # opened in cleanup_ctx (they need the running loop, and closing)
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")

@@ -7,11 +7,12 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.points import (
     MAX_BATCH_POINTS,
+    BatchReader,
     FieldError,
     InvalidPoints,
     Point,
@@ -155,3 +156,80 @@ def test_rows_keep_count_sum_min_max(samples: list[tuple[str, int, int]]) -> Non
     for name, _kind, ts, _cnt, _total, mn, mx in rows:
         values = [v for n, dt, v in samples if n == name and T + dt == ts]
         assert (mn, mx) == (min(values), max(values))
+
+
+# -- BatchReader: the fast path of batch ingest must answer exactly like the reference --
+
+_names = st.sampled_from(["a", "a.b", "svc.latency-ms", "x_y", ".bad", "a..b", "", "é", 7,
+                          None, ["a"], {"a": 1}, "n" * 300])
+_values = st.one_of(
+    st.integers(-10, 10), st.floats(-1e6, 1e6), st.sampled_from([
+        True, None, "1", [1], math.nan, math.inf, -math.inf, 2**64, 10**400, 1e308, -0.0]),
+)
+_timestamps = st.one_of(
+    st.integers(T - 7 * 86400 - 2, T + 302), st.floats(T - 7 * 86400 - 2, T + 302),
+    st.sampled_from([None, True, str(T), "2025-11-28T13:59:00Z", "soon", [T], math.nan,
+                     10**400, -1]),
+)
+
+
+@st.composite
+def _items(draw: st.DrawFn) -> object:
+    item: dict[str, object] = {}
+    if draw(st.integers(0, 20)):  # now and then a point with no metric
+        item["metric"] = draw(_names)
+    if draw(st.integers(0, 20)):
+        item["type"] = draw(st.sampled_from(["counter", "value", "counter", "gauge", 1]))
+    if draw(st.integers(0, 20)):
+        item["value"] = draw(_values)
+    if draw(st.booleans()):
+        item["timestamp"] = draw(_timestamps)
+    if not draw(st.integers(0, 30)):
+        item["extra"] = 1
+    return item if draw(st.integers(0, 50)) else draw(st.sampled_from([[], "p", 1, None]))
+
+
+_bodies = st.one_of(
+    st.builds(lambda items: {"points": items}, st.lists(_items(), min_size=1, max_size=30)),
+    st.sampled_from([[], {}, {"points": []}, {"points": {}}, {"points": [], "x": 1}, None]),
+)
+_reader = BatchReader()  # shared across examples: its name cache is part of the test
+
+
+def _answer(fn: Any, body: object) -> object:
+    try:
+        return sorted(fn(body), key=repr)
+    except InvalidPoints as exc:
+        return exc.errors
+
+
+@settings(max_examples=500)
+@given(_bodies)
+def test_batch_reader_answers_exactly_like_batch_points_then_to_rows(body: object) -> None:
+    expected = _answer(lambda b: to_rows(batch_points(b, WINDOW)), body)
+    assert _answer(lambda b: _reader.rows(b, WINDOW), body) == expected
+    assert _answer(lambda b: _reader.rows(b, WINDOW), body) == expected  # names cached now
+
+
+def test_batch_reader_aggregates_valid_points_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Valid points of the usual shapes never take the slow reference path."""
+    import protocol.points
+
+    def reference_path(body: object, window: Window) -> list[Point]:
+        raise AssertionError("took the slow path")
+
+    monkeypatch.setattr(protocol.points, "batch_points", reference_path)
+    body = {"points": [
+        {"metric": "v", "type": "value", "value": 3, "timestamp": T},
+        {"metric": "v", "type": "value", "value": -1.5},
+        {"metric": "v", "type": "value", "value": 7, "timestamp": NOW},
+        {"metric": "v", "type": "value", "value": 5, "timestamp": T + 1.9},
+        {"metric": "c", "type": "counter", "value": 2, "timestamp": None},
+    ]}
+    assert sorted(BatchReader().rows(body, WINDOW)) == [
+        ("c", "counter", T, 1, 2, 2, 2),
+        ("v", "value", T, 3, 8.5, -1.5, 7),
+        ("v", "value", T + 1, 1, 5, 5, 5),
+    ]
