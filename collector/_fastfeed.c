@@ -1,15 +1,19 @@
 /* Optional accelerator for collector.aggregator.Aggregator.feed (pure-Python fallback).
  *
- * feed_fast(data, pos, now, known, tails, current, buckets, max_len, max_buckets)
- *     -> (pos, added)
+ * feed_fast(data, pos, known, tails, table, max_len, capacity) -> (pos, added, created)
  *
  * Aggregates, from byte offset ``pos`` on, the lines the Python fast path has already
  * learnt everything about: the head (bytes before ":") is in ``known`` -> (name, kind)
- * and the rest of the line in ``tails`` -> (value, kind) with the same kind. It stops
- * at the first line it does not fully handle and returns that line's offset, so the
+ * and the rest of the line in ``tails`` -> (value, kind) with the same kind, into
+ * ``table`` (name -> [cnt, sum, mn, mx, kind]: the aggregator's table of this second).
+ * It creates at most ``capacity`` new buckets (what --max-pending-buckets leaves) and
+ * returns how many it created, so Python keeps its pending count exact. It stops at
+ * the first line it does not fully handle and returns that line's offset, so the
  * Python code handles that line (and owns every rule: validation, caps, conflicts,
  * learning new heads and tails) before calling back; ``pos == len(data)`` means done.
  * It never parses a number or a name itself: it cannot disagree with the Python parser.
+ * An error (out of memory only: the keys are str and bytes) propagates; the buckets
+ * this call created before it are then uncounted until the next take() resets the count.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -47,24 +51,23 @@ static int add_to(PyObject *bucket, PyObject *value, double v) {
 
 static PyObject *feed_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "feed_fast takes 9 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "feed_fast takes 7 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *now = args[2], *known = args[3], *tails = args[4];
-    PyObject *current = args[5], *buckets = args[6];
+    PyObject *data = args[0], *known = args[2], *tails = args[3], *table = args[4];
     if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(tails) ||
-        !PyDict_CheckExact(current) || !PyDict_CheckExact(buckets)) {
+        !PyDict_CheckExact(table)) {
         PyErr_SetString(PyExc_TypeError, "feed_fast: bytes and dicts expected");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t max_len = PyLong_AsSsize_t(args[7]);
-    Py_ssize_t max_buckets = PyLong_AsSsize_t(args[8]);
+    Py_ssize_t max_len = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t capacity = PyLong_AsSsize_t(args[6]);
     if (PyErr_Occurred()) return NULL;
     const char *base = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data);
-    Py_ssize_t added = 0;
+    Py_ssize_t added = 0, created = 0;
     if (pos < 0) pos = 0;
     while (pos < size) {
         const char *p = base + pos;
@@ -106,50 +109,35 @@ static PyObject *feed_fast(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         if (!PyFloat_CheckExact(value)) break;
         double v = PyFloat_AS_DOUBLE(value);
-        PyObject *bucket = PyDict_GetItemWithError(current, name); /* borrowed */
+        PyObject *bucket = PyDict_GetItemWithError(table, name); /* borrowed */
         if (!bucket) {
             if (PyErr_Occurred()) return NULL;
-            PyObject *key = PyTuple_Pack(2, name, now);
-            if (!key) return NULL;
-            bucket = PyDict_GetItemWithError(buckets, key);
-            if (!bucket) {
-                if (PyErr_Occurred() || PyDict_GET_SIZE(buckets) >= max_buckets) {
-                    Py_DECREF(key);
-                    if (PyErr_Occurred()) return NULL;
-                    break; /* over --max-pending-buckets: Python counts the drop */
-                }
-                PyObject *one = PyFloat_FromDouble(1.0);
-                PyObject *fresh = PyList_New(5);
-                if (!one || !fresh) {
-                    Py_XDECREF(one);
-                    Py_XDECREF(fresh);
-                    Py_DECREF(key);
-                    return NULL;
-                }
-                PyList_SET_ITEM(fresh, 0, one);
-                Py_INCREF(value);
-                PyList_SET_ITEM(fresh, 1, value);
-                Py_INCREF(value);
-                PyList_SET_ITEM(fresh, 2, value);
-                Py_INCREF(value);
-                PyList_SET_ITEM(fresh, 3, value);
-                Py_INCREF(kind);
-                PyList_SET_ITEM(fresh, 4, kind);
-                int failed = PyDict_SetItem(buckets, key, fresh) < 0 ||
-                             PyDict_SetItem(current, name, fresh) < 0;
-                Py_DECREF(fresh);
-                Py_DECREF(key);
-                if (failed) return NULL;
-                added++;
-                pos = next;
-                continue;
+            if (created >= capacity) break; /* over --max-pending-buckets: Python counts it */
+            PyObject *one = PyFloat_FromDouble(1.0);
+            PyObject *fresh = PyList_New(5);
+            if (!one || !fresh) {
+                Py_XDECREF(one);
+                Py_XDECREF(fresh);
+                return NULL;
             }
-            Py_DECREF(key);
-            if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) break;
-            if (PyDict_SetItem(current, name, bucket) < 0) return NULL;
-        } else if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) {
-            break;
+            PyList_SET_ITEM(fresh, 0, one);
+            Py_INCREF(value);
+            PyList_SET_ITEM(fresh, 1, value);
+            Py_INCREF(value);
+            PyList_SET_ITEM(fresh, 2, value);
+            Py_INCREF(value);
+            PyList_SET_ITEM(fresh, 3, value);
+            Py_INCREF(kind);
+            PyList_SET_ITEM(fresh, 4, kind);
+            int failed = PyDict_SetItem(table, name, fresh) < 0;
+            Py_DECREF(fresh);
+            if (failed) return NULL;
+            created++;
+            added++;
+            pos = next;
+            continue;
         }
+        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) break;
         int done = add_to(bucket, value, v);
         if (done < 0) return NULL;
         if (done == 0) break; /* not the floats we expect: Python handles it */
@@ -157,7 +145,7 @@ static PyObject *feed_fast(PyObject *self, PyObject *const *args, Py_ssize_t nar
         pos = next;
     }
     if (pos > size) pos = size;
-    return Py_BuildValue("(nn)", pos, added);
+    return Py_BuildValue("(nnn)", pos, added, created);
 }
 
 static PyMethodDef methods[] = {

@@ -62,7 +62,8 @@ def describe(exc: BaseException) -> str:
 def buckets_to_points(buckets: Buckets) -> list[PointRow]:
     return [
         (name, bucket[4], ts, bucket[0], bucket[1], bucket[2], bucket[3])
-        for (name, ts), bucket in buckets.items()
+        for ts, table in buckets.items()
+        for name, bucket in table.items()
     ]
 
 
@@ -146,9 +147,10 @@ class Flusher:
             self.stats.backpressure_skips += 1
             return
         buckets = self.aggregator.take()
-        if not buckets:
+        rows = sum(map(len, buckets.values()))  # one table per second: a short sum
+        if not rows:
             return
-        if len(buckets) > INLINE_POINTS:
+        if rows > INLINE_POINTS:
             points = await asyncio.to_thread(buckets_to_points, buckets)
         else:
             points = buckets_to_points(buckets)

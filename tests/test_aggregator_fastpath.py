@@ -1,7 +1,8 @@
 """The fused parse+aggregate fast path of Aggregator.feed gives exactly what the general
-path (LineParser.parse, then add per sample) gives: buckets, kinds and every counter.
-Both implementations of the fast path: the optional C accelerator (collector/_fastfeed.c,
-when built) and the pure-Python loop."""
+path (LineParser.parse, then add per sample) gives: buckets, kinds, the pending count
+(which the max_pending_buckets cap reads) and every counter. Both implementations of
+the fast path: the optional C accelerator (collector/_fastfeed.c, when built) and the
+pure-Python loop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collector import aggregator
 from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
+from protocol.lines import Reason
 
 NOW = int(time.time())
 NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed"]
@@ -22,7 +24,7 @@ VALUES = [b"1", b"0", b"12", b"-3", b"2.5", b".5", b"1e3", b"+4", b"abc", b"", b
           b"9" * 400, b"0" * 350 + b"1"]
 TYPES = [b"c", b"ms", b"g", b"v", b"h", b"d", b"s", b"", b"c\r", b"C"]
 TAILS = [b"", b"", b"", b"|@0.5", b"|@0.25|#a:b", b"|#tag", b"|T" + str(NOW - 5).encode(),
-         b"|T1", b"|zz", b"|@2"]
+         b"|T" + str(NOW).encode(), b"|T1", b"|zz", b"|@2"]  # |T<NOW>: "now" until a tick
 
 # Lines that repeat, as real traffic does: the cached fast path handles them from their
 # third sight on (first: the name is learnt; second: the value|type part).
@@ -44,10 +46,17 @@ actions = st.lists(
 )
 
 
+def held(agg: Aggregator) -> int:
+    """The pending count, checked against the tables: exact, and no empty table kept."""
+    assert all(agg.buckets.values()), agg.buckets
+    assert agg.pending_buckets == sum(len(table) for table in agg.buckets.values())
+    return agg.pending_buckets
+
+
 def state(agg: Aggregator, taken: list[dict]) -> tuple:
     s = agg.stats
-    return ([*taken, agg.buckets], dict(agg.kinds), s.lines, s.samples, s.tags_ignored,
-            dict(s.drops), {k: len(v) for k, v in agg.held.items()})
+    return ([*taken, agg.buckets], held(agg), dict(agg.kinds), s.lines, s.samples,
+            s.tags_ignored, dict(s.drops), {k: len(v) for k, v in agg.held.items()})
 
 
 BUILT = aggregator._feed_fast
@@ -87,3 +96,44 @@ def check(steps: list, max_buckets: int) -> None:
             fast.feed(step, now)
             slow._feed_parsed(step, now)
     assert state(fast, taken_fast) == state(slow, taken_slow)
+
+
+def test_pending_count_and_cap_across_seconds(implementation: str) -> None:
+    """Buckets of other seconds (|T) count against the cap like this second's, in every
+    path: the same buckets kept, the same overload drops, and a second whose every
+    line was dropped leaves no table behind."""
+    config = CollectorConfig(max_pending_buckets=4)
+    fast = Aggregator(config, CollectorStats())
+    slow = Aggregator(config, CollectorStats())
+    before = str(NOW - 3).encode()
+    warm = b"a:1|c\nb:1|c\nc:1|c\nd:1|c\na:2|c\nb:2|c\nc:2|c\nd:2|c"
+    fast.feed(warm, NOW - 60)  # heads and tails learnt: the lines below take the fast path
+    slow._feed_parsed(warm, NOW - 60)
+    assert fast.take() == slow.take()
+    assert fast.pending_buckets == slow.pending_buckets == 0
+    steps = [
+        (NOW, b"a:1|c\na:2|c|T" + before + b"\nb:1|c"),  # 3 buckets, one of them at NOW-3
+        (NOW, b"c:1|c|T" + before + b"\nc:1|c\nd:1|c\na:2|c"),  # the 4th, 2 drops, 1 added
+        (NOW + 1, b"a:1|c\nb:2|c|T" + str(NOW).encode()),  # NOW+1 is full; NOW has b
+    ]
+    for now, data in steps:
+        fast.feed(data, now)
+        slow._feed_parsed(data, now)
+        assert state(fast, []) == state(slow, [])
+    assert fast.buckets == {
+        NOW: {"a": [2.0, 3.0, 1.0, 2.0, "counter"], "b": [2.0, 3.0, 1.0, 2.0, "counter"]},
+        NOW - 3: {"a": [1.0, 2.0, 2.0, 2.0, "counter"], "c": [1.0, 1.0, 1.0, 1.0, "counter"]},
+    }
+    assert held(fast) == 4
+    assert fast.stats.drops == {Reason.OVERLOAD: 3}
+    assert fast.stats.samples == slow.stats.samples == 8 + 6
+
+    # take() hands everything over and frees the whole cap again
+    assert fast.take() == slow.take()
+    assert fast.pending_buckets == slow.pending_buckets == 0
+    data = b"a:1|c\nb:1|c\nc:1|c|T" + before + b"\nd:1|c\na:1|c\nb:1|c|T" + before
+    fast.feed(data, NOW + 1)
+    slow._feed_parsed(data, NOW + 1)
+    assert state(fast, []) == state(slow, [])
+    assert held(fast) == 4
+    assert fast.stats.drops == {Reason.OVERLOAD: 4}
