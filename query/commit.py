@@ -101,6 +101,11 @@ class _Group:
     # (name, kind, ts) -> [cnt, sum, mn, mx]: the requests' rows, merged
     buckets: dict[tuple[str, Kind, int], list[float]] = field(default_factory=dict)
     requests: int = 0
+    # loop.time() when the first request opened it: the window runs from here. (Not
+    # from when _run first runs: under load that is after every request already in
+    # the loop's queue has been handled, and a window counted from there made the
+    # group wait for nothing while the CPU sat idle: 4.6k single POSTs/s, 7k after.)
+    opened: float = field(default_factory=lambda: asyncio.get_running_loop().time())
     closed: bool = False  # writing (or full): new requests open the next group
     full: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Future[WriteResult] = field(
@@ -214,9 +219,10 @@ class GroupCommitter:
 
     async def _run(self, group: _Group) -> None:
         try:
-            if self._company and not group.full.is_set():
+            remaining = group.opened + self.window - asyncio.get_running_loop().time()
+            if self._company and remaining > 0 and not group.full.is_set():
                 with contextlib.suppress(TimeoutError):  # the window passed: go
-                    await asyncio.wait_for(group.full.wait(), self.window)
+                    await asyncio.wait_for(group.full.wait(), remaining)
             async with self._write_slot:
                 group.closed = True
                 points = group.points()

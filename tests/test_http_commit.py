@@ -104,6 +104,30 @@ async def test_full_groups_close_early_and_commit_in_order(store: Store) -> None
     await committer.close()
 
 
+async def test_the_window_runs_from_the_first_request_not_from_when_the_loop_gets_to_it(
+    store: Store,
+) -> None:
+    """Under load the loop reaches a new group's task only after the requests already
+    queued: that time counts toward the window, or the CPU idles while the group waits."""
+    started: list[float] = []
+
+    async def write(batch: Batch) -> WriteResult:
+        started.append(time.monotonic())
+        return await store.write_batch(batch)
+
+    committer = GroupCommitter(write, "test", window=0.5)
+    # Two requests in one group: the next group waits for company.
+    await asyncio.gather(*(committer.commit([(f"w{i}", "counter", 100, 1, 1, 1, 1)])
+                           for i in range(2)))
+    waiting = asyncio.ensure_future(committer.commit([("late", "counter", 100, 1, 1, 1, 1)]))
+    await asyncio.sleep(0)  # the request joins and opens a group
+    time.sleep(0.6)  # the loop busy with other requests for longer than the window
+    unblocked = time.monotonic()
+    assert await asyncio.wait_for(waiting, 5) == {}
+    assert started[-1] - unblocked < 0.25  # not another 0.5 s window on top
+    await committer.close()
+
+
 async def test_close_commits_what_waits_and_refuses_the_rest(store: Store) -> None:
     committer = GroupCommitter(store.write_batch, "test", window=10.0)
     waiting = asyncio.ensure_future(committer.commit([("late", "counter", 100, 1, 1, 1, 1)]))
