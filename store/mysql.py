@@ -492,13 +492,12 @@ async def _upsert(cursor: Cursor, head: str, rows: list[IdRow]) -> None:
     """Additive multi-row upserts of ``rows`` (sorted) in UPSERT_CHUNK statements."""
     tail = _UPSERT_TAIL
     for start in range(0, len(rows), UPSERT_CHUNK):
-        # repr() of a float round-trips exactly (values are finite: the parser and the
-        # HTTP schema reject NaN and infinities); an int renders as an int literal.
-        # Inline, not a helper call per value: that cost ~15% of a flush.
-        values = ",".join(
-            f"({metric_id:d},{ts:d},{cnt!r},{total!r},{mn!r},{mx!r})"
-            for metric_id, ts, cnt, total, mn, mx in rows[start : start + UPSERT_CHUNK]
-        )
+        # %r of a float (its repr) round-trips exactly (values are finite: the parser
+        # and the HTTP schema reject NaN and infinities); an int renders as an int
+        # literal. One % per row, not a helper call per value: that cost ~15% of a
+        # flush, and %-formatting a whole row tuple ~17% less than an f-string.
+        values = ",".join(["(%d,%d,%r,%r,%r,%r)" % row  # noqa: UP031 (measured faster)
+                           for row in rows[start : start + UPSERT_CHUNK]])
         await cursor.execute(head + values + tail)
 
 
