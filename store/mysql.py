@@ -248,12 +248,12 @@ class MySQLStore:
                 if exc.args and exc.args[0] == _ER_DUP_ENTRY:
                     return False  # applied before: the earlier COMMIT did succeed
                 raise
-            await _upsert(cursor, _UPSERT_HEAD, rows)
             # The rollups in the same transaction: every level agrees after each COMMIT.
-            level = rows
+            levels = [(_UPSERT_HEAD, rows)]
             for head, step in _ROLLUP_HEADS:
-                level = rollup(level, step)  # minutes from seconds, hours from minutes
-                await _upsert(cursor, head, level)
+                # minutes from seconds, hours from minutes
+                levels.append((head, rollup(levels[-1][1], step)))
+            await _upsert(cursor, levels)
             return True
 
         applied = await self._transaction(write)
@@ -488,17 +488,41 @@ def _ascii_bound(after: str | None) -> str | None:
     return after[:head] + "\x7f"
 
 
-async def _upsert(cursor: Cursor, head: str, rows: list[IdRow]) -> None:
-    """Additive multi-row upserts of ``rows`` (sorted) in UPSERT_CHUNK statements."""
-    tail = _UPSERT_TAIL
-    for start in range(0, len(rows), UPSERT_CHUNK):
-        # %r of a float (its repr) round-trips exactly (values are finite: the parser
-        # and the HTTP schema reject NaN and infinities); an int renders as an int
-        # literal. One % per row, not a helper call per value: that cost ~15% of a
-        # flush, and %-formatting a whole row tuple ~17% less than an f-string.
-        values = ",".join(["(%d,%d,%r,%r,%r,%r)" % row  # noqa: UP031 (measured faster)
-                           for row in rows[start : start + UPSERT_CHUNK]])
-        await cursor.execute(head + values + tail)
+async def _upsert(cursor: Cursor, levels: list[tuple[str, list[IdRow]]]) -> None:
+    """Additive multi-row upserts of each level's ``rows`` (sorted), UPSERT_CHUNK rows a
+    statement, into the table of its ``head``.
+
+    Building a statement's text costs about a fifth of what the server takes to apply
+    it (a 20,000-row flush: ~22 ms of text, ~100 ms in the server). With more than one
+    statement, the next one's text is built in a worker thread while the server applies
+    the current one: the two overlap (the thread holds the GIL for one chunk, ~1 ms, the
+    time the event loop waited for the inline build before).
+    """
+    chunks = [(head, rows[start : start + UPSERT_CHUNK])
+              for head, rows in levels for start in range(0, len(rows), UPSERT_CHUNK)]
+    if len(chunks) == 1:
+        await cursor.execute(_upsert_statement(*chunks[0]))
+        return
+    loop = asyncio.get_running_loop()
+    following = None
+    try:
+        for n, chunk in enumerate(chunks):
+            statement = _upsert_statement(*chunk) if following is None else await following
+            following = (loop.run_in_executor(None, _upsert_statement, *chunks[n + 1])
+                         if n + 1 < len(chunks) else None)
+            await cursor.execute(statement)
+    finally:
+        if following is not None:  # the statement failed: the text is not needed
+            following.cancel()
+
+
+def _upsert_statement(head: str, rows: list[IdRow]) -> str:
+    # %r of a float (its repr) round-trips exactly (values are finite: the parser and
+    # the HTTP schema reject NaN and infinities); an int renders as an int literal. One
+    # % per row, not a helper call per value: that cost ~15% of a flush, and
+    # %-formatting a whole row tuple ~17% less than an f-string.
+    values = ",".join(["(%d,%d,%r,%r,%r,%r)" % row for row in rows])  # noqa: UP031
+    return head + values + _UPSERT_TAIL
 
 
 async def _has_schema_table(cursor: Cursor) -> bool:
