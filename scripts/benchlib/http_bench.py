@@ -21,7 +21,7 @@ import subprocess
 import time
 from typing import Any
 
-from mysql_bench import admin, database_url, log, pct
+from mysql_bench import admin, database_url, log, pct, settle
 
 
 def http_bench(bench: Any) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def http_bench(bench: Any) -> dict[str, Any]:
         port = int(re.findall(r"listening on HTTP [\d.]+:(\d+)", "".join(server.lines))[0])
     except (RuntimeError, TimeoutError) as exc:
         return {"skipped": f"serve did not start: {str(exc)[-300:]}"}
+    settle(args.mysql_url)
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(main.LOAD_CPU)})
     try:
