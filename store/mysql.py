@@ -15,7 +15,7 @@ import random
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import aiomysql
@@ -348,15 +348,8 @@ class MySQLStore:
             )
             params = [value for _table, low, high in reads for value in (metric_id, low, high)]
             if len(reads) == 1 and STEPS[reads[0][0]] == interval:
-                # Each stored row is a bucket: no grouping, and the driver's BIGINT and
-                # DOUBLE values are the types BucketRow wants (the 1 h @ second read
-                # spends most of its time decoding rows in pure-Python pymysql).
-                await cursor.execute(
-                    f"SELECT ts, cnt, `sum`, mn, mx FROM {reads[0][0]} "
-                    "WHERE metric_id = %s AND ts >= %s AND ts < %s ORDER BY ts",
-                    params,
-                )
-                return [BucketRow._make(r) for r in await cursor.fetchall()]
+                # Each stored row is a bucket: no grouping.
+                return await _read_rows(cursor, reads[0][0], params, (end - start) // interval)
             if len(reads) == 1:
                 sql = select.format(table=reads[0][0]) + " ORDER BY bucket"
             else:  # each level grouped on the server, the tail's bucket merged
@@ -523,6 +516,42 @@ def _upsert_statement(head: str, rows: list[IdRow]) -> str:
     # %-formatting a whole row tuple ~17% less than an f-string.
     values = ",".join(["(%d,%d,%r,%r,%r,%r)" % row for row in rows])  # noqa: UP031
     return head + values + _UPSERT_TAIL
+
+
+CONCAT_MAX_ROWS: Final = 20_000  # rows read as one GROUP_CONCAT string, at most (~2.4 MB)
+
+
+async def _read_rows(
+    cursor: Cursor, table: str, params: list[int], most: int
+) -> list[BucketRow]:
+    """The stored rows of one metric and range, each a bucket, in ts order.
+
+    Decoding rows is what a large read costs here: the pure-Python driver takes ~5 µs a
+    row of five columns (a 1 h @ second read: ~19 of its ~20 ms). So the rows come as
+    one GROUP_CONCAT string, split and converted in bulk (~40% less). The server
+    renders each DOUBLE in that string exactly as in a row of the text protocol (both
+    round-trip: tests/test_store.py holds them equal). The row count read beside it
+    guards against a string cut at group_concat_max_len (the server would only warn);
+    a range that could hold more than CONCAT_MAX_ROWS rows is read row by row.
+    """
+    where = "WHERE metric_id = %s AND ts >= %s AND ts < %s"
+    if most <= CONCAT_MAX_ROWS:
+        await cursor.execute("SET SESSION group_concat_max_len = 16777216")
+        await cursor.execute(
+            "SELECT COUNT(*), GROUP_CONCAT(ts, ',', cnt, ',', `sum`, ',', mn, ',', mx "
+            f"ORDER BY ts SEPARATOR ',') FROM {table} {where}",
+            params,
+        )
+        count, text = await cursor.fetchone()
+        if not count:
+            return []
+        values = list(map(float, text.split(",")))
+        if len(values) == 5 * count:
+            return list(map(BucketRow, map(int, values[0::5]), values[1::5], values[2::5],
+                            values[3::5], values[4::5]))
+    await cursor.execute(f"SELECT ts, cnt, `sum`, mn, mx FROM {table} {where} ORDER BY ts",
+                         params)
+    return [BucketRow._make(r) for r in await cursor.fetchall()]
 
 
 async def _has_schema_table(cursor: Cursor) -> bool:

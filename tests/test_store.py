@@ -512,6 +512,27 @@ async def test_read_buckets_and_series(store: Store, interval: int) -> None:
         )
 
 
+async def test_stored_values_are_read_back_exactly_over_short_and_long_ranges(
+    store: Store,
+) -> None:
+    """Awkward doubles survive the round trip, read as one GROUP_CONCAT string (MySQL,
+    a range of at most CONCAT_MAX_ROWS seconds) and row by row (a longer range)."""
+    t = past_day()
+    awkward = [0.1 + 0.2, 1 / 3, 5e-324, 1.7976931348623157e308, -123456789.12345678,
+               2.0**53 + 2, -0.0, 1e-300, 7.0]
+    points = [bucket("exact.v", "value", t + i, 1 + i / 7, x, x - abs(x) / 3, x)
+              for i, x in enumerate(awkward)]
+    assert (await store.write_batch(Batch("w", 1, points))).applied
+    mid = await metric_id(store, "exact.v")
+    expected = [(ts, cnt, total, mn, mx) for _n, _k, ts, cnt, total, mn, mx in points]
+    short = await store.read_buckets(mid, t, t + 3600, 1)
+    long = await store.read_buckets(mid, t - 2 * DAY, t + DAY, 1)  # > CONCAT_MAX_ROWS
+    assert [tuple(row) for row in short] == expected
+    assert [tuple(row) for row in long] == expected
+    assert all(type(row.ts) is int for row in short + long)
+    assert await store.read_buckets(mid, t + 100, t + 200, 1) == []
+
+
 async def test_read_buckets_edges(store: Store) -> None:
     base = past_day(3)
     points = read_points(base)
