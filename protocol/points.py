@@ -224,7 +224,8 @@ class BatchReader:
                 bucket = buckets.get(key)
                 if bucket is None:
                     buckets[key] = [1.0, value, value, value]
-                else:
+                else:  # buckets.merge of one sample, inline as in Aggregator.feed: a
+                    # call per point would cost ~15% of this loop
                     bucket[0] += 1.0
                     bucket[1] += value
                     if value < bucket[2]:
