@@ -88,6 +88,14 @@ class CollectorMetrics:
                       stats.spooled_rows)
         yield counter("rows_replayed", "Spooled point rows written to the database since.",
                       stats.spool_replayed_rows)
+        yield counter("batches_spooled", "Batches written to the local spool.",
+                      stats.spooled_batches)
+        yield counter("batches_replayed", "Spooled batches written to the database since.",
+                      stats.spool_replayed_batches)
+        spool = daemon.flusher.spool
+        yield counter("spool_corrupt_rows",
+                      "Point rows of damaged spool batches discarded (a torn or altered file).",
+                      0 if spool is None else spool.corrupt_rows)
         yield counter("spool_failures", "Spool writes or reads that failed.",
                       stats.spool_failures)
         yield gauge("spool_batches", "Batches in the spool now.", stats.spool_batches)
@@ -98,6 +106,9 @@ class CollectorMetrics:
         yield counter("retention_passes", "Retention passes run.", stats.retention_passes)
         yield counter("retention_rows_deleted", "Expired point rows deleted.",
                       stats.retention_rows_deleted)
+        yield counter("retention_flush_records_deleted",
+                      "Expired exactly-once flush records deleted.",
+                      stats.retention_flush_records_deleted)
         yield counter("retention_failures", "Retention passes that failed.",
                       stats.retention_failures)
         yield gauge("samples_awaiting_key",

@@ -210,10 +210,14 @@ def _component_counters(app: web.Application) -> dict[str, tuple[str, float]]:
         if committer.spool is not None:
             out["gf_http_commit_spooled"] = (
                 "Group commits acknowledged once spooled (the database was down).", s.spooled)
+            out["gf_http_commit_spooled_rows"] = (
+                "Point rows in the group commits spooled.", s.spooled_rows)
             out["gf_http_commit_spool_failures"] = (
                 "Group commits the spool could not take.", s.spool_failures)
             out["gf_http_spool_replayed"] = (
                 "Spooled batches replayed into the database by this service.", s.replayed)
+            out["gf_http_spool_replayed_rows"] = (
+                "Point rows of the spooled batches replayed.", s.replayed_rows)
             out["gf_http_spool_replay_conflicts"] = (
                 "Metrics whose replayed points were dropped for a kind conflict.",
                 s.replay_conflicts)

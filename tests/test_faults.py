@@ -14,6 +14,7 @@ import asyncio
 import fcntl
 import math
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -33,6 +34,7 @@ from store import Batch, Store, WriteResult, open_store
 from tests.daemon import DaemonProcess
 from tests.faultproxy import FaultProxy
 from tests.mysqldirect import connect
+from tests.test_admin_metrics import scrape, value
 
 Totals = dict[str, tuple[float, float, float, float]]  # name -> (cnt, sum, mn, mx)
 
@@ -233,8 +235,11 @@ def tcp_unsent(sock: socket.socket) -> int:
 
 async def _outage(mysql_url: str, proxy: FaultProxy, tmp_path: Path,
                   daemons: list[DaemonProcess], outage: float) -> None:
-    daemon = await start_collector(proxy.url(mysql_url), tmp_path, "--spool-after", "2")
+    daemon = await start_collector(proxy.url(mysql_url), tmp_path, "--spool-after", "2",
+                                   "--admin-port", "0")
     daemons.append(daemon)
+    admin_line = daemon.log[await daemon.wait_for_log(r"admin endpoints .* on ")]
+    admin = "http://{}:{}".format(*re.findall(r" on ([\d.]+):(\d+)", admin_line)[0])
     load = Load("outage")
     stop = asyncio.Event()
     sender = asyncio.create_task(steady_udp(daemon.udp, load, stop))
@@ -247,6 +252,15 @@ async def _outage(mysql_url: str, proxy: FaultProxy, tmp_path: Path,
         proxy.restore()
         await daemon.wait_for_log("spool drained", after=first_spool, timeout=60)
         await asyncio.sleep(1)  # and ingest goes on after it
+        # What an operator sees afterwards: every spooled batch and row replayed.
+        figures = await scrape(admin)
+        spooled = value(figures, "gf_collector_batches_spooled_total")
+        assert spooled >= 1
+        assert value(figures, "gf_collector_batches_replayed_total") == spooled
+        assert value(figures, "gf_collector_rows_replayed_total") == \
+            value(figures, "gf_collector_rows_spooled_total") > 0
+        assert value(figures, "gf_collector_spool_corrupt_rows_total") == 0
+        assert value(figures, "gf_collector_spool_rows") == 0
     finally:
         stop.set()
         await sender

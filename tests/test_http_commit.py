@@ -192,6 +192,8 @@ async def test_store_down_answers_200_once_spooled_and_the_drain_writes_it_once(
             assert (stats.spooled, stats.batches, stats.retries) == (1, 0, 0)
             text = await (await api.get("/metrics")).text()
             assert "gf_http_commit_spooled_total 1.0" in text
+            assert "gf_http_commit_spooled_rows_total 2.0" in text
+            assert "gf_http_spool_replayed_rows_total 0.0" in text
             assert "gf_http_spool_pending 1.0" in text
         # acknowledged: on disk in the spool, not in the store
         assert (spool.batches, spool.rows) == (1, 2)
