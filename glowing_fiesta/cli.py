@@ -278,6 +278,9 @@ def collector(**params: Any) -> None:
         help="Oldest timestamp accepted by HTTP ingest.")
 @option("--key-cache-ttl", type=click.FloatRange(min=0), default=10.0,
         help="Seconds an API-key lookup is cached (revocation delay).")
+@option("--spool-max-bytes", type=click.IntRange(min=0),
+        default=CollectorConfig().spool_max_bytes,
+        help="Spool size budget in bytes (compressed); 0: only the disk limits it.")
 @WORKERS
 def serve(**params: Any) -> None:
     """The HTTP query and ingest service only."""

@@ -7,7 +7,10 @@ import signal
 import time
 from pathlib import Path
 
+import click
+
 from glowing_fiesta import __version__
+from glowing_fiesta.cli import build_config, main
 from store import Batch, Store, open_store
 from tests.daemon import DaemonProcess, run_cli
 from tests.linegen import make_load
@@ -184,3 +187,13 @@ async def test_retention_run_expires_every_level(tmp_path: Path) -> None:
         assert sum(row.sum for row in hourly) == 12.0  # the hour level keeps both
     finally:
         await store.close()
+
+
+def test_serve_takes_the_spool_budget_of_its_own_spool() -> None:
+    """`serve` spools acknowledged HTTP points through an outage: its spool has the
+    same budget option as the collector's (run_services opens it with this value)."""
+    for command in ("serve", "run", "collector"):
+        cmd = main.get_command(click.Context(main), command)
+        assert cmd is not None
+        ctx = cmd.make_context(command, ["--spool-max-bytes", "12345"])
+        assert build_config(ctx.params).collector.spool_max_bytes == 12345, command
