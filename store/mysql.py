@@ -41,6 +41,7 @@ from store.schema import MYSQL_MIGRATIONS
 T = TypeVar("T")
 
 UPSERT_CHUNK = 1000
+LOOKUP_TIMEOUT: Final = 2.0  # seconds a key or metric lookup may take (see _lookup)
 _DEADLOCK_RETRIES = 8
 _ER_DUP_ENTRY = 1062
 _ER_LOCK_WAIT_TIMEOUT = 1205
@@ -136,6 +137,18 @@ class MySQLStore:
             # What the pure-Python driver raises on a half-read or torn packet stream
             # (seen with a connection cut mid-answer): the database is not usable now.
             raise StoreUnavailable(f"mysql: client protocol error: {exc!r}") from exc
+
+    async def _lookup(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
+        """``_run`` for a one-row lookup on a request's path (an API key, a metric's
+        kind), bounded: a database that accepts and never answers would otherwise hold
+        the request forever (the driver has no read timeout). Past LOOKUP_TIMEOUT it
+        counts as unavailable: the HTTP layer answers 503, or spools a batch whose
+        kinds it could not check; the connection is closed, never reused."""
+        try:
+            return await asyncio.wait_for(self._run(fn), LOOKUP_TIMEOUT)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"mysql: no answer to a lookup within {LOOKUP_TIMEOUT:g} s") from exc
 
     async def _transaction(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
         """Run ``fn`` in a transaction, retried on deadlock and lock-wait timeout."""
@@ -309,7 +322,7 @@ class MySQLStore:
             row = await cursor.fetchone()
             return None if row is None else metric_from_row(row)
 
-        return await self._run(run)
+        return await self._lookup(run)
 
     async def list_metrics(self, prefix: str, limit: int, after: str | None) -> list[MetricInfo]:
         if not prefix.isascii():
@@ -393,7 +406,7 @@ class MySQLStore:
             row = await cursor.fetchone()
             return None if row is None else api_key_from_row(row)
 
-        return await self._run(run)
+        return await self._lookup(run)
 
     async def list_keys(self) -> list[ApiKey]:
         async def run(cursor: Cursor) -> list[ApiKey]:

@@ -320,3 +320,43 @@ async def test_new_names_during_an_outage_are_spooled_not_refused(
     assert {name: total for (name, _ts), (_cnt, total) in rows.items()} == {
         "hfn.warmup": 1.0, **{f"hfn.new{i}": float(i) for i in range(1, 6)}
     }
+
+
+async def test_a_stalled_database_delays_lookups_by_seconds_not_forever(
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+) -> None:
+    """A database that accepts and then never answers (not one that refuses): a request
+    whose key or metric names are not cached yet must not wait for it forever. A new
+    name is spooled (200) and stored once the database answers again; a key never
+    seen gets 503 in seconds."""
+    token, unseen = await create_key(mysql_url), await create_key(mysql_url)
+    service = await start_service("serve", proxy.url(mysql_url), tmp_path / "state")
+    services.append(service)
+    ts = int(time.time()) - 5
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{service.base_url}/api/metrics/counter",
+                                headers={"X-API-Key": token},
+                                json={"metric": "stall.warmup", "timestamp": ts}) as response:
+            assert response.status == 200  # the key is cached now
+        proxy.stall()
+        started = time.monotonic()
+        async with session.post(
+            f"{service.base_url}/api/metrics/counter", headers={"X-API-Key": token},
+            json={"metric": "stall.new", "value": 3, "timestamp": ts},
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as response:
+            assert response.status == 200, await response.text()
+        assert time.monotonic() - started < 10  # lookup timeout + write timeout, not 30
+        started = time.monotonic()
+        async with session.post(
+            f"{service.base_url}/api/metrics/counter", headers={"X-API-Key": unseen},
+            json={"metric": "stall.other"}, timeout=aiohttp.ClientTimeout(total=30),
+        ) as response:
+            assert response.status == 503, await response.text()
+        assert time.monotonic() - started < 10
+    proxy.restore()
+    await service.wait_for_log(r"spool .* drained", timeout=60)
+    assert await service.stop() == 0, service.transcript()
+    rows = db_rows(mysql_url, "stall")
+    assert {name: total for (name, _ts), (_cnt, total) in rows.items()} == {
+        "stall.warmup": 1.0, "stall.new": 3.0}
