@@ -155,25 +155,8 @@ def udp_kernel_drops(sock: Any) -> int | None:
     Counts datagrams lost because the receive buffer was full (before we could read
     them). None where /proc is not available.
     """
-    try:
-        inode = _socket_inode(sock)
-    except OSError:
-        return None
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as handle:
-                next(handle)
-                for row in handle:
-                    fields = row.split()
-                    if len(fields) >= 13 and fields[9] == inode:
-                        return int(fields[12])
-        except OSError:
-            continue
-    return None
-
-
-def _socket_inode(sock: Any) -> str:
-    return os.readlink(f"/proc/self/fd/{sock.fileno()}").removeprefix("socket:[").rstrip("]")
+    row = _proc_net_row(sock, ("/proc/net/udp", "/proc/net/udp6"))
+    return None if row is None else int(row[12])
 
 
 def accept_backlog(sock: Any) -> int:
@@ -183,18 +166,28 @@ def accept_backlog(sock: Any) -> int:
     At shutdown their data is as "received" as any other: a client that connected and
     sent before the signal must not be reset by closing the listener under it.
     """
-    try:
-        inode = _socket_inode(sock)
-    except OSError:
+    row = _proc_net_row(sock, ("/proc/net/tcp", "/proc/net/tcp6"))
+    if row is None or row[3] != "0A":  # 0A: LISTEN
         return 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    return int(row[4].split(":")[1], 16)
+
+
+def _proc_net_row(sock: Any, tables: tuple[str, ...]) -> list[str] | None:
+    """The fields of ``sock``'s row in a /proc/net socket table (found by its inode),
+    or None where /proc is not available."""
+    try:
+        inode = os.readlink(f"/proc/self/fd/{sock.fileno()}").removeprefix(
+            "socket:[").rstrip("]")
+    except OSError:
+        return None
+    for table in tables:
         try:
             with open(table) as handle:
                 next(handle)
                 for row in handle:
                     fields = row.split()
-                    if len(fields) >= 10 and fields[9] == inode and fields[3] == "0A":
-                        return int(fields[4].split(":")[1], 16)
+                    if len(fields) >= 13 and fields[9] == inode:
+                        return fields
         except OSError:
             continue
-    return 0
+    return None
