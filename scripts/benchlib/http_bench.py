@@ -113,8 +113,6 @@ _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 
 async def _run(port: int, token: str, seconds: float, clients: int) -> dict[str, Any]:
-    import orjson
-
     opened: list[Client] = []
 
     def client() -> Client:
@@ -122,14 +120,15 @@ async def _run(port: int, token: str, seconds: float, clients: int) -> dict[str,
         return opened[-1]
 
     try:
-        return await _measure(client, seconds, clients, orjson.dumps)
+        return await _measure(client, seconds, clients)
     finally:
         for each in opened:
             await each.close()
 
 
-async def _measure(new_client: Any, seconds: float, clients: int,
-                   dumps: Any) -> dict[str, Any]:
+async def _measure(new_client: Any, seconds: float, clients: int) -> dict[str, Any]:
+    from orjson import dumps  # the script runs in the project's virtualenv
+
     now = int(time.time())
     probe_client = new_client()
     probe = dumps({"points": [{"metric": "bench.probe", "type": "counter", "value": 1,
