@@ -18,6 +18,8 @@ import pymysql
 import pytest
 
 from store import Store, open_store
+from tests.daemon import DaemonProcess
+from tests.faultproxy import FaultProxy
 from tests.mysqldirect import connect
 
 MYSQL_URL = os.environ.get("GF_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -69,15 +71,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("mysql_url"))
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    """A migrated store on each backend."""
-    opened = open_store(database_url)
+async def _migrated(url: str) -> AsyncIterator[Store]:
+    opened = open_store(url)
     await opened.migrate()
     try:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each backend."""
+    async for opened in _migrated(database_url):
+        yield opened
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
+    """A migrated SQLite store (for tests about the collector or the spool, not the
+    backend)."""
+    async for opened in _migrated(sqlite_url):
+        yield opened
 
 
 @pytest.fixture
@@ -93,3 +108,25 @@ def redis_url() -> Iterator[str]:
     finally:
         client.close()
     yield REDIS_URL
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[DaemonProcess]]:
+    """Processes a test starts are appended here and killed if the test left them up."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        await daemon.kill()
+        # Shown by pytest for a failing test only: the daemon's side of the story.
+        print(f"--- log of {daemon!r} (last 60 lines) ---")
+        print("".join(daemon.log[-60:]))
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[FaultProxy]:
+    """A TCP proxy in front of MariaDB that a test can cut, stall or reset."""
+    started = await FaultProxy().start()
+    try:
+        yield started
+    finally:
+        await started.close()

@@ -1,4 +1,5 @@
-"""Helpers shared by the HTTP tests: a live app on port 0, API keys, store snapshots.
+"""Helpers shared by the HTTP tests: a live app on port 0, API keys, store snapshots,
+and a real scrape of a /metrics endpoint.
 
 Holds no tests itself. The app runs in aiohttp's real ``TestServer`` (a real socket on
 an ephemeral port, kept open) and is driven through a real ``TestClient``.
@@ -12,8 +13,10 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.tokens import display_prefix, generate_token, hash_token
 from query.app import make_app
@@ -74,3 +77,21 @@ def assert_error(body: Any, code: str) -> None:
     assert isinstance(error["message"], str) and error["message"]
     for detail in error["details"]:
         assert set(detail) == {"index", "field", "message"}, detail
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} from a real GET /metrics."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:
+    return figures[(name, tuple(sorted(labels.items())))]

@@ -11,8 +11,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from protocol.lines import Reason
+from store import Store
 
 Totals = dict[tuple[str, int], list[float]]  # (name, ts) -> [cnt, sum, mn, mx]
+
+
+async def stored_totals(store: Store, names: set[str], start: int, end: int) -> Totals:
+    """What the store holds for ``names`` in [start, end), in the shape of Totals."""
+    out: Totals = {}
+    for name in names:
+        info = await store.get_metric(name)
+        assert info is not None, name
+        for row in await store.read_buckets(info.id, start, end, 1):
+            out[(name, row.ts)] = [row.cnt, row.sum, row.mn, row.mx]
+    return out
 
 BAD_LINES: dict[Reason, list[bytes]] = {
     Reason.PARSE_ERROR: [b"nonsense", b"no.type:1", b"x:1|c|zz"],

@@ -13,13 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from collector.admin import AdminConfig, make_admin_app, start_admin
 from collector.config import CollectorConfig
 from collector.daemon import Collector
 from collector.metrics import SelfMetrics
 from store import Store, StoreUnavailable, open_store
+from tests.http_support import scrape, value
 
 
 @pytest.fixture
@@ -45,24 +45,6 @@ async def admin_url(daemon: Collector) -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
-
-
-async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value} from a real GET /metrics."""
-    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
-        assert response.status == 200
-        assert response.content_type == "text/plain"
-        text = await response.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
-          **labels: str) -> float:
-    return figures[(name, tuple(sorted(labels.items())))]
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,18 +19,10 @@ import pytest
 from collector.config import CollectorConfig
 from collector.daemon import Collector
 from protocol.lines import Reason
-from store import Store, open_store
+from store import Store
 
 BASE = CollectorConfig(host="127.0.0.1", udp_port=0, tcp_port=0, flush_interval=0.05,
                        retention_interval=0, max_line_length=128)
-
-
-@pytest.fixture
-async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
-    opened = open_store(sqlite_url)
-    await opened.migrate()
-    yield opened
-    await opened.close()
 
 
 async def start(store: Store, tmp_path: Path, **changes: object) -> Collector:

@@ -16,21 +16,11 @@ from collector.config import CollectorConfig
 from collector.daemon import Collector
 from protocol.lines import Reason
 from store import Store, open_store
-from tests.linegen import Load, datagrams, make_load
+from tests.linegen import Load, datagrams, make_load, stored_totals
 
 TEST_CONFIG = CollectorConfig(
     host="127.0.0.1", udp_port=0, tcp_port=0, flush_interval=0.2, max_line_length=1024
 )
-
-
-async def stored_totals(store: Store, names: set[str], start: int, end: int) -> dict:
-    out = {}
-    for name in names:
-        info = await store.get_metric(name)
-        assert info is not None, name
-        for row in await store.read_buckets(info.id, start, end, 1):
-            out[(name, row.ts)] = [row.cnt, row.sum, row.mn, row.mx]
-    return out
 
 
 async def stored_sum(store: Store, name: str) -> float:

@@ -21,7 +21,7 @@ import sqlite3
 import struct
 import termios
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +33,8 @@ from collector.spool import decode_points
 from store import Batch, Store, WriteResult, open_store
 from tests.daemon import DaemonProcess
 from tests.faultproxy import FaultProxy
+from tests.http_support import scrape, value
 from tests.mysqldirect import connect
-from tests.test_admin_metrics import scrape, value
 
 Totals = dict[str, tuple[float, float, float, float]]  # name -> (cnt, sum, mn, mx)
 
@@ -52,29 +52,11 @@ async def start_collector(database_url: str, state_dir: Path, *options: str) -> 
 
 
 @pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    """Daemons a test starts are appended here and killed if the test left them up."""
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        await daemon.kill()
-
-
-@pytest.fixture
 def udp() -> Iterator[socket.socket]:
     """A UDP sending socket, closed however the test ends (a failed test must not
     leave it to the garbage collector, whose ResourceWarning fails a later test)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         yield sock
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[FaultProxy]:
-    started = await FaultProxy().start()
-    try:
-        yield started
-    finally:
-        await started.close()
 
 
 # -- load and totals ----------------------------------------------------------------

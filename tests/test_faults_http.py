@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -42,27 +41,6 @@ async def start_service(
         "--host", "127.0.0.1", "--http-port", "0", "--key-cache-ttl", "3600",
         "--log-level", "info", *extra, *options,
     )
-
-
-@pytest.fixture
-async def services() -> AsyncIterator[list[DaemonProcess]]:
-    """Processes a test starts are appended here and killed if the test left them up."""
-    started: list[DaemonProcess] = []
-    yield started
-    for service in started:
-        await service.kill()
-        # Shown by pytest for a failing test only: the service's side of the story.
-        print(f"--- log of {service!r} (last 60 lines) ---")
-        print("".join(service.log[-60:]))
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[FaultProxy]:
-    started = await FaultProxy().start()
-    try:
-        yield started
-    finally:
-        await started.close()
 
 
 async def create_key(database_url: str) -> str:
@@ -176,14 +154,14 @@ def assert_exact(mysql_url: str, clients: Clients) -> None:
 
 @pytest.mark.slow
 async def test_database_outage_10s_under_http_load(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """20 clients posting batches through a 10 s outage of the database: what was
     answered 200 during it is spooled, and everything answered 200 is stored once."""
     token = await create_key(mysql_url)
     state = tmp_path / "state"
     service = await start_service("serve", proxy.url(mysql_url), state)
-    services.append(service)
+    daemons.append(service)
     clients = Clients("hfo", token)
     stop = asyncio.Event()
     load = asyncio.create_task(clients.run(service.base_url, stop))
@@ -214,7 +192,7 @@ async def test_database_outage_10s_under_http_load(
 
 
 async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """``run`` (collector and HTTP share one spool): points acknowledged during an
     outage are in the spool when the process is SIGKILLed; the restarted process (the
@@ -224,7 +202,7 @@ async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
     state = tmp_path / "state"
     url = proxy.url(mysql_url)
     first = await start_service("run", url, state)
-    services.append(first)
+    daemons.append(first)
     clients = Clients("hfk", token, count=10)
     stop = asyncio.Event()
     load = asyncio.create_task(clients.run(first.base_url, stop))
@@ -242,7 +220,7 @@ async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
     assert (state / "spool-collector.sqlite").exists()
 
     second = await start_service("run", url, state)
-    services.append(second)
+    daemons.append(second)
     assert second.count_log("unreachable .* starting anyway"), second.transcript()
     assert second.count_log(r"spool .* holds \d+ batch"), second.transcript()
     await asyncio.sleep(1)
@@ -258,14 +236,14 @@ async def test_sigkill_during_outage_keeps_every_acknowledged_http_point(
 
 
 async def test_full_spool_during_outage_refuses_and_records_nothing_refused(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """A spool budget of 5 kB fills within the outage: later requests are answered 503
     (neither written nor spooled) and must be absent; the acknowledged ones all land."""
     token = await create_key(mysql_url)
     url = proxy.url(mysql_url)
     service = await start_service("run", url, tmp_path / "state", "--spool-max-bytes", "5000")
-    services.append(service)
+    daemons.append(service)
     clients = Clients("hff", token, count=10)
     stop = asyncio.Event()
     load = asyncio.create_task(clients.run(service.base_url, stop))
@@ -294,13 +272,13 @@ async def test_full_spool_during_outage_refuses_and_records_nothing_refused(
 
 
 async def test_new_names_during_an_outage_are_spooled_not_refused(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """DESIGN §6 "ingest goes on": a name this process has never seen cannot have its
     kind checked while the database is down; it is spooled (200) and stored on replay."""
     token = await create_key(mysql_url)
     service = await start_service("serve", proxy.url(mysql_url), tmp_path / "state")
-    services.append(service)
+    daemons.append(service)
     headers = {"X-API-Key": token}
     ts = int(time.time()) - 5
     async with aiohttp.ClientSession() as session:
@@ -323,7 +301,7 @@ async def test_new_names_during_an_outage_are_spooled_not_refused(
 
 
 async def test_a_stalled_database_delays_lookups_by_seconds_not_forever(
-    mysql_url: str, proxy: FaultProxy, tmp_path: Path, services: list[DaemonProcess]
+    mysql_url: str, proxy: FaultProxy, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """A database that accepts and then never answers (not one that refuses): a request
     whose key or metric names are not cached yet must not wait for it forever. A new
@@ -331,7 +309,7 @@ async def test_a_stalled_database_delays_lookups_by_seconds_not_forever(
     seen gets 503 in seconds."""
     token, unseen = await create_key(mysql_url), await create_key(mysql_url)
     service = await start_service("serve", proxy.url(mysql_url), tmp_path / "state")
-    services.append(service)
+    daemons.append(service)
     ts = int(time.time()) - 5
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{service.base_url}/api/metrics/counter",

@@ -144,16 +144,6 @@ async def test_close_commits_what_waits_and_refuses_the_rest(store: Store) -> No
 
 
 @pytest.fixture
-async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
-    opened = open_store(sqlite_url)
-    await opened.migrate()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
 async def down() -> AsyncIterator[Store]:
     """A real MySQL store whose server is unreachable."""
     opened = open_store(DOWN_URL)

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from store import open_store
 from tests.daemon import DaemonProcess
+from tests.linegen import Totals, stored_totals
 from tests.test_rollups import sql
-
-Totals = dict[tuple[str, int], list[float]]
 
 
 def make_lines(seed: int, count: int, base: int) -> tuple[list[bytes], Totals]:
@@ -93,13 +92,7 @@ async def run_collector(
 async def stored(database_url: str, names: set[str], start: int, end: int) -> Totals:
     store = open_store(database_url)
     try:
-        out: Totals = {}
-        for name in names:
-            info = await store.get_metric(name)
-            assert info is not None, name
-            for row in await store.read_buckets(info.id, start, end, 1):
-                out[(name, row.ts)] = [row.cnt, row.sum, row.mn, row.mx]
-        return out
+        return await stored_totals(store, names, start, end)
     finally:
         await store.close()
 
