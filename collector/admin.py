@@ -44,17 +44,16 @@ def make_admin_app(daemon: Collector, registry: CollectorRegistry | None = None)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the store answers, 503 otherwise; with the flush backlog either way."""
+    """503 when the store does not answer; else 200, "ok" or "degraded" (refused rows in
+    the quarantine, writes failing); with the flush backlog either way."""
     daemon = request.app[DAEMON]
-    body: dict[str, object] = {"status": "ok"}
+    body = await daemon.writer.health()
     status = 200
     try:
         await daemon.store.ping()
     except StoreError as exc:
-        body = {"status": "unavailable", "error": str(exc)}
+        body.update(status="unavailable", error=str(exc))
         status = 503
-    body["pending_batches"] = daemon.stats.pending_batches
-    body["spool_batches"] = daemon.stats.spool_batches
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 

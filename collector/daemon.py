@@ -18,7 +18,7 @@ from typing import Any
 
 from collector.aggregator import KEY_BAD, KEY_OK, KEY_UNKNOWN, Aggregator
 from collector.config import CollectorConfig
-from collector.flusher import Flusher, new_writer_id
+from collector.flusher import Flusher
 from collector.listeners import (
     TcpProtocol,
     UdpProtocol,
@@ -28,10 +28,11 @@ from collector.listeners import (
     udp_kernel_drops,
 )
 from collector.retention import run_retention
-from collector.spool import Spool
 from collector.stats import CollectorStats, LogLimiter
 from store.base import ApiKey, Store, StoreError
+from store.durable import DurableWriter, new_writer_id
 from store.keycache import KeyCache, usable
+from store.spool import Quarantine, Spool
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +48,33 @@ class Collector:
         *,
         writer_id: str | None = None,
         reuse_port: bool = False,
-        spool: Spool | None = None,
+        writer: DurableWriter | None = None,
+        stats: CollectorStats | None = None,
         migrated: bool = True,
     ) -> None:
-        """``spool``: share one with the HTTP service of this process (its owner closes
-        it); None: ``spool-collector.sqlite`` in ``config.state_dir``, taken at start-up
-        if a dead process left it, else created when first needed.
+        """``writer``: the process's durable writer, shared with its HTTP service (its
+        owner starts and closes it; ``stats`` must then be the writer's). None: the
+        collector makes its own, with ``spool-collector.sqlite`` in
+        ``config.state_dir`` (taken at start-up if a dead process left it, else created
+        when first needed) and the quarantine there.
         ``migrated=False``: the schema migration failed at start-up; retry it."""
         self.config = config
         self.store = store
         self.reuse_port = reuse_port
-        self.spool = spool
-        self._owns_spool = spool is None
-        self.stats = CollectorStats()
+        self.stats = stats if stats is not None else CollectorStats()
         self.stats.store_ready = int(migrated)
+        self._owns_writer = writer is None
+        if writer is None:
+            writer = new_writer(store, config, writer_id or new_writer_id("collector"),
+                                self.stats, store_ready=migrated)
+        self.writer = writer
         self._limited_log = LogLimiter(log)
         self.keys = KeyCache(store, config.key_cache_ttl)
         self.aggregator = Aggregator(
             config, self.stats, key_check=self._key_check, on_unknown_key=self._look_up_key
         )
-        self.flusher = Flusher(
-            store, self.aggregator, config, self.stats, writer_id or new_writer_id("collector"),
-            spool=spool, store_ready=migrated,
-        )
+        self.flusher = Flusher(self.aggregator, config, self.stats, writer)
+        writer.on_conflicts = self.flusher.count_conflicts
         self.udp_address: tuple[str, int] | None = None
         self.tcp_address: tuple[str, int] | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
@@ -91,19 +96,20 @@ class Collector:
         """
         loop = asyncio.get_running_loop()
         config = self.config
-        if self.spool is None:
-            self.spool = await Spool.open_existing(
+        writer = self.writer
+        if self._owns_writer:
+            writer.spool = await Spool.open_existing(
                 config.state_dir, "collector", max_bytes=config.spool_max_bytes
             )
-            self.flusher.spool = self.spool
-            self.flusher.open_spool = lambda: Spool.open(
+            writer.open_spool = lambda: Spool.open(
                 config.state_dir, "collector", max_bytes=config.spool_max_bytes
             )
-        self.flusher.update_gauges()
-        if self.spool is not None and self.spool.batches:
-            log.info("spool %s holds %d batch(es) (%d rows) from an earlier run; "
-                     "they are written first", self.spool.path, self.spool.batches,
-                     self.spool.rows)
+            writer.update_gauges()
+            if writer.spool is not None and writer.spool.batches:
+                log.info("spool %s holds %d batch(es) (%d rows) from an earlier run; "
+                         "they are written first", writer.spool.path, writer.spool.batches,
+                         writer.spool.rows)
+            writer.start()
         if config.udp_port is not None:
             sock = bind_udp(config.host, config.udp_port, config.udp_rcvbuf,
                             reuse_port=self.reuse_port)
@@ -126,11 +132,11 @@ class Collector:
             log.info("listening on TCP %s:%d", *self.tcp_address)
         self._flush_task = asyncio.create_task(self.flusher.run(self._stopping))
         self._housekeeping.append(asyncio.create_task(self._close_idle_connections()))
-        if not self.flusher.store_ready.is_set():
+        if not self.writer.store_ready.is_set():
             self._housekeeping.append(asyncio.create_task(self._migrate_until_done()))
         if config.retention_interval > 0:
             self._housekeeping.append(asyncio.create_task(run_retention(
-                self.store, config, self.stats, self.flusher.store_ready, self._stopping
+                self.store, config, self.stats, self.writer.store_ready, self._stopping
             )))
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -167,8 +173,8 @@ class Collector:
         for task in self._tasks:  # key lookups that never answered
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._owns_spool and self.flusher.spool is not None:
-            await self.flusher.spool.close()
+        if self._owns_writer and self.writer.spool is not None:
+            await self.writer.spool.close()
 
     async def _accept_pending(self) -> None:
         """Accept the connections already queued on the listener before closing it
@@ -202,7 +208,9 @@ class Collector:
         deadline = time.monotonic() + self.config.shutdown_flush_timeout
         if self.aggregator.held and self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.config.shutdown_flush_timeout / 2)
-        await self.flusher.finish(max(0.5, deadline - time.monotonic()))
+        await self.flusher.cut(force=True)
+        if self._owns_writer:  # else its owner closes it, once every producer stopped
+            await self.writer.close(max(0.5, deadline - time.monotonic()))
 
     async def _migrate_until_done(self) -> None:
         """The database was down at start-up: migrate as soon as it answers."""
@@ -220,7 +228,7 @@ class Collector:
             log.info("database %s reachable: migrations %s applied; flushing",
                      self.store.url_for_logs, applied or "none needed")
             self.stats.store_ready = 1
-            self.flusher.mark_store_ready()
+            self.writer.mark_store_ready()
             return
 
     # -- keys ------------------------------------------------------------------
@@ -281,6 +289,19 @@ class Collector:
     @property
     def open_tcp_connections(self) -> int:
         return len(self._tcp_connections)
+
+
+def new_writer(
+    store: Store, config: CollectorConfig, writer_id: str, stats: CollectorStats,
+    *, store_ready: bool = True, spool: Spool | None = None,
+) -> DurableWriter:
+    """The durable writer of a process with a collector, by the collector's settings."""
+    return DurableWriter(
+        store.write_batch, writer_id, stats=stats, spool=spool,
+        quarantine=Quarantine(config.state_dir),
+        write_timeout=config.flush_timeout, spool_after=config.spool_after,
+        max_pending_rows=config.max_pending_rows, store_ready=store_ready,
+    )
 
 
 class _Refused(asyncio.Protocol):

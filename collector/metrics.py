@@ -92,7 +92,7 @@ class CollectorMetrics:
                       stats.spooled_batches)
         yield counter("batches_replayed", "Spooled batches written to the database since.",
                       stats.spool_replayed_batches)
-        spool = daemon.flusher.spool
+        spool = daemon.writer.spool
         yield counter("spool_corrupt_rows",
                       "Point rows of damaged spool batches discarded (a torn or altered file).",
                       0 if spool is None else spool.corrupt_rows)
@@ -101,6 +101,14 @@ class CollectorMetrics:
         yield gauge("spool_batches", "Batches in the spool now.", stats.spool_batches)
         yield gauge("spool_rows", "Point rows in the spool now.", stats.spool_rows)
         yield gauge("spool_bytes", "Size of the spool file.", stats.spool_bytes)
+        yield counter("batches_quarantined",
+                      "Parts of batches the store refused for good, set aside in the quarantine.",
+                      stats.quarantined_batches)
+        yield counter("rows_quarantined", "Point rows set aside in the quarantine.",
+                      stats.quarantined_rows)
+        yield counter("quarantine_failures",
+                      "Refused rows the quarantine could not take (the batch is retried).",
+                      stats.quarantine_failures)
         yield counter("rows_lost", "Point rows neither written nor spooled at shutdown.",
                       stats.rows_lost)
         yield counter("retention_passes", "Retention passes run.", stats.retention_passes)

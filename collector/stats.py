@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from protocol.lines import LineError, Reason
+from store.durable import Histogram, WriterStats
+
+__all__ = ["CollectorStats", "Histogram", "LogLimiter"]
 
 log = logging.getLogger("glowing_fiesta.drops")
 
@@ -16,7 +18,9 @@ DROP_LOG_INTERVAL = 10.0  # seconds between log lines about dropped input, per r
 
 
 @dataclass
-class CollectorStats:
+class CollectorStats(WriterStats):
+    """The writer's counters (a collector's flushes are its writer's) and the intake's."""
+
     datagrams: int = 0
     tcp_chunks: int = 0
     lines: int = 0  # lines seen, good or bad
@@ -26,25 +30,6 @@ class CollectorStats:
     tcp_connections: int = 0
     tcp_refused: int = 0  # connections over --max-tcp-connections
     tcp_idle_closed: int = 0
-    flushes: int = 0
-    flush_failures: int = 0
-    flush_duplicates: int = 0  # batches found already applied on retry
-    rows_flushed: int = 0
-    last_flush_seconds: float = 0.0
-    # -- durability and bounds (README "Reliability") --
-    flush_seconds_max: float = 0.0  # slowest successful write since start
-    flush_timeouts: int = 0  # writes abandoned after --flush-timeout (then retried)
-    pending_batches: int = 0  # gauge: batches in memory waiting for the database
-    pending_rows: int = 0  # gauge: their rows
-    spooled_batches: int = 0  # batches written to the local spool
-    spooled_rows: int = 0
-    spool_replayed_batches: int = 0  # spooled batches written to the database since
-    spool_replayed_rows: int = 0
-    spool_batches: int = 0  # gauge: batches in the spool now
-    spool_rows: int = 0  # gauge
-    spool_bytes: int = 0  # gauge: compressed size
-    spool_failures: int = 0  # spool writes or reads that failed (full, disk error)
-    rows_lost: int = 0  # rows neither written nor spooled at shutdown (logged as errors)
     backpressure_skips: int = 0  # flush ticks that left buckets in the aggregator (full)
     store_ready: int = 1  # gauge: 0 while the schema migration waits for the database
     retention_passes: int = 0
@@ -54,7 +39,6 @@ class CollectorStats:
     retention_last_seconds: float = 0.0
     _last_logged: dict[Reason, float] = field(default_factory=dict)
     _unlogged: Counter[Reason] = field(default_factory=Counter)
-    flush_durations: Histogram = field(default_factory=lambda: Histogram())  # seconds
 
     def drop(self, reason: Reason, count: int = 1, sample: bytes | str = b"") -> None:
         """Count dropped lines and log a sample, at most once per reason per interval."""
@@ -77,36 +61,6 @@ class CollectorStats:
     @property
     def dropped(self) -> int:
         return sum(self.drops.values())
-
-
-# Upper bounds in seconds: a flush is a few ms on SQLite and tens of ms on a remote
-# MySQL; the top buckets catch lock waits and retries.
-FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass
-class Histogram:
-    """Observations counted per bucket, exported by collector.metrics at scrape time.
-
-    ``counts[i]`` holds the observations in ``(bounds[i-1], bounds[i]]``; the last slot
-    holds those above every bound (+Inf). Not cumulative: the exporter sums them.
-    """
-
-    bounds: tuple[float, ...] = FLUSH_BUCKETS
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
 
 
 class LogLimiter:

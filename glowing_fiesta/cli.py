@@ -24,6 +24,7 @@ from protocol.tokens import display_prefix, generate_token, hash_token, parse_sc
 from protocol.units import format_timestamp, parse_duration, parse_rate_limit
 from query.config import HttpConfig
 from store import Store, StoreError, open_store
+from store.spool import Quarantine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -407,6 +408,101 @@ def retention_run(chunk: int, **params: Any) -> None:
         return 0
 
     _with_store(config, go)
+
+
+@main.group()
+def quarantine() -> None:
+    """Batches the database refused for good: list, replay, discard."""
+
+
+def _quarantine_ids(ids: tuple[int, ...], every: bool) -> None:
+    if bool(ids) == every:
+        raise click.UsageError("name quarantined batch IDs, or --all")
+
+
+@quarantine.command("list")
+@common_options
+def quarantine_list(**params: Any) -> None:
+    """List the quarantined batches (from --state-dir), with the error that set each aside."""
+    config = build_config(params)
+
+    async def go() -> int:
+        held = Quarantine(config.state_dir)
+        try:
+            batches = await held.list()
+        finally:
+            await held.close()
+        if not batches:
+            click.echo(f"the quarantine in {config.state_dir} is empty", err=True)
+            return 0
+        click.echo(f"{'ID':>6} {'ROWS':>6} {'SET ASIDE':<21} {'BATCH':<40} ERROR")
+        for b in batches:
+            click.echo(f"{b.id:>6} {b.rows:>6} {format_timestamp(int(b.quarantined_at)):<21} "
+                       f"{f'{b.writer_id}/{b.seq}':<40} {b.error}")
+        return 0
+
+    raise SystemExit(asyncio.run(go()))
+
+
+@quarantine.command("replay")
+@common_options
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Every quarantined batch.")
+def quarantine_replay(ids: tuple[int, ...], every: bool, **params: Any) -> None:
+    """Write quarantined batches to the database again (after fixing the cause); those it
+    takes leave the quarantine, the others stay with the new error. Exactly once: a
+    batch keeps the (writer, seq) it was set aside with."""
+    _quarantine_ids(ids, every)
+    config = build_config(params)
+
+    async def go(store: Store) -> int:
+        held = Quarantine(config.state_dir)
+        failed = 0
+        try:
+            for b in await held.list():
+                if not every and b.id not in ids:
+                    continue
+                batch = await held.get(b.id)
+                if batch is None:
+                    continue
+                try:
+                    result = await store.write_batch(batch)
+                except StoreError as exc:
+                    failed += 1
+                    await held.note_error(b.id, str(exc))
+                    click.echo(f"{b.id}: refused again: {exc}", err=True)
+                    continue
+                await held.remove(b.id)
+                click.echo(f"{b.id}: {result.rows} row(s) written" if result.applied
+                           else f"{b.id}: applied before; removed")
+        finally:
+            await held.close()
+        return 1 if failed else 0
+
+    _with_store(config, go)
+
+
+@quarantine.command("discard")
+@common_options
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Every quarantined batch.")
+def quarantine_discard(ids: tuple[int, ...], every: bool, **params: Any) -> None:
+    """Delete quarantined batches for good."""
+    _quarantine_ids(ids, every)
+    config = build_config(params)
+
+    async def go() -> int:
+        held = Quarantine(config.state_dir)
+        try:
+            chosen = [b.id for b in await held.list() if every or b.id in ids]
+            for quarantine_id in chosen:
+                await held.remove(quarantine_id)
+        finally:
+            await held.close()
+        click.echo(f"discarded {len(chosen)} batch(es)")
+        return 0
+
+    raise SystemExit(asyncio.run(go()))
 
 
 def _with_store(

@@ -1,12 +1,14 @@
 """Process wiring: open the store, start the collector and/or the HTTP service, wait
 for SIGTERM/SIGINT, shut down in order (HTTP first, then the collector's final flush).
 
-HTTP ingest acknowledges a batch the database cannot take once it is in a local spool
-(``query.commit``), so a process with HTTP opens its spool at start-up, in the state
-directory: ``run`` one spool for the collector and the HTTP service (role
-``collector``; the collector's flusher drains it), ``serve`` its own (role ``http``;
-the HTTP service drains it). Either takes back a spool a killed process left behind.
-The spool closes after both services stopped (an empty spool file is deleted)."""
+Every write goes through one durable writer per process (``store.durable``): ``run``
+makes one and hands it to both the collector and the HTTP service, and closes it once
+both have stopped; ``collector`` and ``serve`` each let their one service make its own.
+HTTP ingest acknowledges a batch the database cannot take once it is in a local spool,
+so a process with HTTP opens its spool at start-up, in the state directory (role
+``collector`` for ``run``, ``http`` for ``serve``); it takes back a spool a killed
+process left behind. The spool closes after the writer (an empty spool file is
+deleted)."""
 
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ import uvloop
 from aiohttp import web
 
 from collector.admin import AdminConfig, start_admin
-from collector.daemon import Collector
+from collector.daemon import Collector, new_writer
 from collector.metrics import SelfMetrics
-from collector.spool import Spool
+from collector.stats import CollectorStats
 from glowing_fiesta.config import Config
 from glowing_fiesta.notify import Notifier
 from query.app import make_app
 from store import StoreError, StoreUnavailable, open_store
+from store.durable import DurableWriter, new_writer_id
+from store.spool import Spool
 
 log = logging.getLogger("glowing_fiesta")
 
@@ -69,6 +73,7 @@ async def run_services(
     admin_runner: web.AppRunner | None = None
     self_metrics: asyncio.Task[None] | None = None
     spool: Spool | None = None
+    writer: DurableWriter | None = None  # shared by collector and HTTP (``run``)
     watchdog = asyncio.create_task(notifier.run_watchdog())
     try:
         migrated = True
@@ -89,12 +94,19 @@ async def run_services(
                 spool = await Spool.open(
                     config.http.state_dir, "collector" if collector else "http",
                     max_bytes=config.collector.spool_max_bytes)
-                if spool.batches and not collector:  # else the collector says so
-                    log.info("spool %s holds %d batch(es) (%d rows) from an earlier run",
+                if spool.batches:
+                    log.info("spool %s holds %d batch(es) (%d rows) from an earlier run; "
+                             "they are written first",
                              spool.path, spool.batches, spool.rows)
             if collector:
+                stats = None
+                if http:
+                    stats = CollectorStats()
+                    writer = new_writer(store, config.collector, new_writer_id("collector"),
+                                        stats, store_ready=migrated, spool=spool)
+                    writer.start()
                 daemon = Collector(config.collector, store, migrated=migrated,
-                                   reuse_port=reuse_port, spool=spool)
+                                   reuse_port=reuse_port, writer=writer, stats=stats)
                 await daemon.startup()
                 admin_runner = await start_admin(admin, daemon)
                 if admin.self_metrics:
@@ -102,7 +114,7 @@ async def run_services(
                         SelfMetrics(daemon).run(config.collector.flush_interval))
             if http:
                 http_runner = await start_http(config, store, reuse_port=reuse_port,
-                                               spool=spool, drain_spool=daemon is None)
+                                               spool=spool, writer=writer)
         except OSError as exc:  # a port in use, an address we cannot bind, no spool
             log.error("cannot start: %s", exc)
             return 1
@@ -122,8 +134,9 @@ async def run_services(
         notifier.stopping("stopping: draining sockets, final flush")
         return 0
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        # The handlers stay until the end: a second SIGTERM or Ctrl-C during the
+        # shutdown must not kill the process before its final flush (the default
+        # action would), it only sets ``stop`` again.
         if http_runner is not None:
             await http_runner.cleanup()  # before the store closes: it may be writing
         if self_metrics is not None:
@@ -132,12 +145,16 @@ async def run_services(
             await daemon.shutdown()
         if admin_runner is not None:
             await admin_runner.cleanup()
-        if spool is not None:  # after HTTP and the final flush: both may spool
+        if writer is not None:  # after HTTP and the final cut: both hand it batches
+            await writer.close(config.collector.shutdown_flush_timeout)
+        if spool is not None:  # after the writer: it may spool
             await spool.close()
         await store.close()
         watchdog.cancel()  # pinging until here: the final flush may take a while
         await asyncio.gather(watchdog, *filter(None, [self_metrics]), return_exceptions=True)
         notifier.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def _listening(
@@ -156,11 +173,11 @@ def _listening(
 
 async def start_http(
     config: Config, store: Any, *, reuse_port: bool = False, spool: Spool | None = None,
-    drain_spool: bool = False,
+    writer: DurableWriter | None = None,
 ) -> web.AppRunner:
-    """The HTTP service, listening. ``spool``/``drain_spool``: see ``make_app``."""
+    """The HTTP service, listening. ``spool``/``writer``: see ``make_app``."""
     http = config.http
-    runner = web.AppRunner(make_app(http, store, spool=spool, drain_spool=drain_spool),
+    runner = web.AppRunner(make_app(http, store, spool=spool, writer=writer),
                            access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = None

@@ -25,8 +25,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from collector.flusher import new_writer_id
-from collector.spool import BatchWriter, Spool
 from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
 from query import ingest, read
@@ -50,11 +48,15 @@ from query.state import (
     STATS,
     STORE,
     WALL_CLOCK,
+    WRITER,
 )
 from store.base import Store, StoreError
+from store.durable import BatchWrite, DurableWriter, WriterStats, new_writer_id
 from store.keycache import KeyCache
+from store.spool import Quarantine, Spool
 
 REDIS_TIMEOUT: Final = 0.5  # seconds; past it a rate-limit check fails open
+SHUTDOWN_WRITE_TIMEOUT: Final = 10.0  # seconds to write (or spool) what waits at shutdown
 
 
 class Route(NamedTuple):
@@ -66,11 +68,13 @@ class Route(NamedTuple):
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """503 when the store does not answer; else 200, "ok" or "degraded" (refused rows
+    in the quarantine, writes failing), with the write backlog."""
     try:
         await request.app[STORE].ping()
     except StoreError as exc:
         return json_response({"status": "unavailable", "error": str(exc)}, status=503)
-    return json_response({"status": "ok"})
+    return json_response(await request.app[COMMITTER].writer.health())
 
 
 async def self_metrics(request: web.Request) -> web.Response:
@@ -97,21 +101,23 @@ def make_app(
     config: HttpConfig,
     store: Store,
     *,
-    write: BatchWriter | None = None,
-    writer_id: str | None = None,
+    writer: DurableWriter | None = None,
+    write: BatchWrite | None = None,
     spool: Spool | None = None,
-    drain_spool: bool = False,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     redis_prefix: str = "gf:ratelimit:",
 ) -> web.Application:
     """The HTTP service on an already opened store (its owner closes it).
 
-    ``write`` commits a group's batch (default ``store.write_batch``). ``spool``: an
-    open spool (its owner closes it, after the app's cleanup) where a batch goes when
-    the store is down, acknowledged once fsync'd (``query.commit``); without one, ingest
-    answers 503 while the store is down. ``drain_spool``: the app replays that spool
-    into the store itself (a spool no collector drains). ``clock`` times the key cache
+    ``writer``: the process's durable writer, shared with its collector (its owner
+    starts and closes it, after the app's cleanup). Without one the app runs its own:
+    ``write`` (default ``store.write_batch``) through ``spool``, an open spool (its
+    owner closes it, after the app's cleanup) where a batch goes when the store is
+    down, acknowledged once fsync'd, and which the writer drains; without a spool,
+    ingest answers 503 while the store is down. Rows the store refuses for good go to
+    the quarantine in ``config.state_dir`` (with a spool; else they are logged and
+    dropped). ``clock`` times the key cache
     and in-process rate limits, ``wall_clock`` is "now" for timestamps; tests pass their
     own. Raises ValueError for a default rate limit that does not parse.
     """
@@ -137,7 +143,11 @@ def make_app(
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     app.cleanup_ctx.append(_rate_limiter(redis_prefix, clock))
-    app.cleanup_ctx.append(_committer(write or store.write_batch, writer_id, spool, drain_spool))
+    if writer is None:
+        app.cleanup_ctx.append(_own_writer(write or store.write_batch, spool))
+    else:
+        app[WRITER] = writer
+    app.cleanup_ctx.append(_committer)
     return app
 
 
@@ -165,20 +175,33 @@ def _rate_limiter(
     return context
 
 
-def _committer(
-    write: BatchWriter, writer_id: str | None, spool: Spool | None, drain: bool
+def _own_writer(
+    write: BatchWrite, spool: Spool | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        committer = GroupCommitter(write, writer_id or new_writer_id("http"),
-                                   window=app[CONFIG].commit_window, spool=spool,
-                                   drain=drain)
-        app[COMMITTER] = committer
+        config = app[CONFIG]
+        # The quarantine lives in the state directory, beside the spool: a process
+        # without a spool (tests) has no state directory to write to.
+        quarantine = Quarantine(config.state_dir) if spool is not None else None
+        writer = DurableWriter(write, new_writer_id("http"), spool=spool,
+                               quarantine=quarantine, spool_after=0.0)
+        writer.start()
+        app[WRITER] = writer
         try:
             yield
-        finally:
-            await committer.close()  # answer what waits before the store closes
+        finally:  # after the committer's cleanup (cleanup runs in reverse)
+            await writer.close(SHUTDOWN_WRITE_TIMEOUT)
 
     return context
+
+
+async def _committer(app: web.Application) -> AsyncIterator[None]:
+    committer = GroupCommitter(app[WRITER], window=app[CONFIG].commit_window)
+    app[COMMITTER] = committer
+    try:
+        yield
+    finally:
+        await committer.close()  # answer what waits before the writer closes
 
 
 def _component_counters(app: web.Application) -> dict[str, tuple[str, float]]:
@@ -203,24 +226,30 @@ def _component_counters(app: web.Application) -> dict[str, tuple[str, float]]:
         out["gf_http_commit_requests"] = ("Ingest requests acknowledged by group commits.",
                                           s.requests)
         out["gf_http_commit_rows"] = ("Point rows written by group commits.", s.rows)
-        out["gf_http_commit_retries"] = ("Commit attempts repeated after StoreUnavailable.",
-                                         s.retries)
-        out["gf_http_commit_failures"] = ("Group commits that failed for good.", s.failures)
+        out["gf_http_commit_failures"] = (
+            "Group commits neither written nor spooled (answered 503).", s.failures)
+        out["gf_http_commit_quarantined"] = (
+            "Group commits some of whose rows the database refused for good.", s.quarantined)
         out["gf_http_commit_pending"] = ("Groups waiting to be committed.", committer.pending)
-        if committer.spool is not None:
-            out["gf_http_commit_spooled"] = (
-                "Group commits acknowledged once spooled (the database was down).", s.spooled)
-            out["gf_http_commit_spooled_rows"] = (
-                "Point rows in the group commits spooled.", s.spooled_rows)
-            out["gf_http_commit_spool_failures"] = (
-                "Group commits the spool could not take.", s.spool_failures)
-            out["gf_http_spool_replayed"] = (
-                "Spooled batches replayed into the database by this service.", s.replayed)
-            out["gf_http_spool_replayed_rows"] = (
-                "Point rows of the spooled batches replayed.", s.replayed_rows)
-            out["gf_http_spool_replay_conflicts"] = (
-                "Metrics whose replayed points were dropped for a kind conflict.",
-                s.replay_conflicts)
-            out["gf_http_spool_pending"] = ("Batches waiting in the spool.",
-                                            committer.spool.batches)
+        out["gf_http_commit_spooled"] = (
+            "Group commits acknowledged once spooled (the database was down).", s.spooled)
+        out["gf_http_commit_spooled_rows"] = (
+            "Point rows in the group commits spooled.", s.spooled_rows)
+        w: WriterStats = committer.writer.stats
+        out["gf_http_commit_retries"] = ("Database writes that failed and were retried.",
+                                         w.flush_failures)
+        out["gf_http_commit_spool_failures"] = (
+            "Spool writes or reads that failed.", w.spool_failures)
+        out["gf_http_spool_replayed"] = (
+            "Spooled batches replayed into the database by this process's writer.",
+            w.spool_replayed_batches)
+        out["gf_http_spool_replayed_rows"] = (
+            "Point rows of the spooled batches replayed.", w.spool_replayed_rows)
+        out["gf_http_spool_replay_conflicts"] = (
+            "Metrics whose replayed points were dropped for a kind conflict.",
+            w.replay_conflicts)
+        out["gf_http_spool_pending"] = ("Batches waiting in the spool.", w.spool_batches)
+        out["gf_http_quarantined_rows"] = (
+            "Point rows the database refused for good, set aside in the quarantine.",
+            w.quarantined_rows)
     return out

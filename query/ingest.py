@@ -37,6 +37,7 @@ from protocol.points import (
     to_rows,
     value_point,
 )
+from query.commit import Quarantined
 from query.errors import JSON, ApiError, json_response
 from query.state import BATCH_READER, COMMITTER, CONFIG, KINDS, STATS, STORE, WALL_CLOCK
 from store.base import StoreError
@@ -101,6 +102,9 @@ async def _ingest(
     await _check_kinds(app, rows, conflicts_of)
     try:
         conflicts = await app[COMMITTER].commit(rows)
+    except Quarantined as exc:
+        app[STATS].ingest_unavailable += 1
+        raise ApiError(500, str(exc)) from exc
     except StoreError as exc:
         app[STATS].ingest_unavailable += 1
         raise ApiError(503, "the points could not be committed; nothing was acknowledged, "
@@ -137,7 +141,7 @@ async def _check_kinds(
         try:
             found = await asyncio.gather(*(store.get_metric(name) for name in unknown))
         except StoreError as exc:
-            if app[COMMITTER].spool is None:
+            if not app[COMMITTER].writer.can_spool:
                 raise ApiError(503, "cannot check metric kinds: the store is unavailable") from exc
             # Ingest goes on through an outage: the batch will be spooled, and a point of
             # the other kind than the stored one is found (logged, counted) at replay.

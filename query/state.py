@@ -14,6 +14,7 @@ from query.config import HttpConfig
 from query.ratelimit import RateLimiter
 from query.selfmetrics import HttpStats
 from store.base import Store
+from store.durable import DurableWriter
 from store.keycache import KeyCache
 
 CONFIG: web.AppKey[HttpConfig] = web.AppKey("config", HttpConfig)
@@ -31,3 +32,5 @@ OPENAPI: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 # opened in cleanup_ctx (they need the running loop, and closing)
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
 COMMITTER: web.AppKey[GroupCommitter] = web.AppKey("committer", GroupCommitter)
+# the process's durable writer: the app's own, or the one it shares with the collector
+WRITER: web.AppKey[DurableWriter] = web.AppKey("writer", DurableWriter)

@@ -35,7 +35,15 @@ from store.base import (
     api_key_from_row,
     metric_from_row,
 )
-from store.rollups import ROLLUPS, STEPS, IdRow, check_table, plan_reads, rollup
+from store.rollups import (
+    ROLLUPS,
+    STEPS,
+    IdRow,
+    check_table,
+    plan_reads,
+    rollup,
+    upsert_assignments,
+)
 from store.schema import MYSQL_MIGRATIONS
 
 T = TypeVar("T")
@@ -55,10 +63,7 @@ _ROLLUP_HEADS = [
     (f"INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) VALUES ", step)
     for table, step in ROLLUPS
 ]
-_UPSERT_TAIL = (
-    " ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt), `sum` = `sum` + VALUES(`sum`), "
-    "mn = LEAST(mn, VALUES(mn)), mx = GREATEST(mx, VALUES(mx))"
-)
+_UPSERT_TAIL = " ON DUPLICATE KEY UPDATE " + upsert_assignments("VALUES({})", "LEAST", "GREATEST")
 
 Cursor = Any  # aiomysql.Cursor: untyped
 

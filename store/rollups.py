@@ -12,6 +12,7 @@ the unaligned tail: the answer equals a scan of points_1s, for a fraction of the
 
 from __future__ import annotations
 
+import sys
 from typing import Final
 
 # (table, step in seconds), coarsest first. points_1s is the raw level.
@@ -21,6 +22,34 @@ POINT_TABLES: Final = frozenset(table for table, _ in LEVELS)
 STEPS: Final = dict(LEVELS)  # table -> step
 
 IdRow = tuple[int, int, float, float, float, float]  # (metric_id, ts, cnt, sum, mn, mx)
+
+# Every stored number is finite. Each incoming bucket is (the parsers and
+# protocol.buckets see to it), but two finite sums can add up to infinity: in the
+# database's additive upsert (many writers, and the rollups, merge there) and in
+# ``rollup``. There, a bucket whose sum would overflow is not merged: the row keeps
+# what it had. ``|new| <= MAX - |old|`` cannot overflow itself, and it is true
+# whenever the sum is finite but for sums within |new| of the largest double.
+MAX_FLOAT: Final = sys.float_info.max
+SUM_FITS_SQL: Final = "ABS({new}) <= " + repr(MAX_FLOAT) + " - ABS(`sum`)"
+
+
+def upsert_assignments(new: str, least: str, greatest: str) -> str:
+    """The SET list of the additive upsert, ``new`` the incoming row's column as the
+    dialect spells it (``VALUES({})`` in MySQL, ``excluded.{}`` in SQLite), ``least``
+    and ``greatest`` its two-argument min and max (``LEAST``; SQLite's ``min``). ``sum`` is
+    assigned last: MySQL evaluates the list in order, each term seeing the ones before,
+    so every guard must read the old ``sum``."""
+    fits = SUM_FITS_SQL.format(new=new.format("`sum`"))
+
+    def guarded(column: str, merged: str) -> str:
+        return f"{column} = CASE WHEN {fits} THEN {merged} ELSE {column} END"
+
+    return ", ".join([
+        guarded("cnt", "cnt + " + new.format("cnt")),
+        guarded("mn", f"{least}(mn, {new.format('mn')})"),
+        guarded("mx", f"{greatest}(mx, {new.format('mx')})"),
+        guarded("`sum`", "`sum` + " + new.format("`sum`")),
+    ])
 
 
 def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
@@ -37,6 +66,8 @@ def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
     for metric_id, ts, c, s, lo, hi in rows:
         start = ts - ts % step
         if start == last_ts and metric_id == last_id:
+            if not -MAX_FLOAT <= total + s <= MAX_FLOAT:
+                continue  # would overflow: not merged (see SUM_FITS_SQL)
             cnt += c
             total += s
             if lo < mn:

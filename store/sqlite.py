@@ -31,15 +31,14 @@ from store.base import (
     api_key_from_row,
     metric_from_row,
 )
-from store.rollups import ROLLUPS, check_table, plan_reads, rollup
+from store.rollups import ROLLUPS, check_table, plan_reads, rollup, upsert_assignments
 from store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
 
 _UPSERT_TABLE = (
     "INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (metric_id, ts) DO UPDATE SET cnt = cnt + excluded.cnt, "
-    "`sum` = `sum` + excluded.`sum`, mn = min(mn, excluded.mn), mx = max(mx, excluded.mx)"
+    "ON CONFLICT (metric_id, ts) DO UPDATE SET " + upsert_assignments("excluded.{}", "min", "max")
 )
 _UPSERT = _UPSERT_TABLE.format(table="points_1s")
 _ROLLUP_UPSERTS = [(_UPSERT_TABLE.format(table=table), step) for table, step in ROLLUPS]

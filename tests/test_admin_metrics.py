@@ -145,6 +145,9 @@ class DownStore:
     async def ping(self) -> None:
         raise StoreUnavailable("connection refused")
 
+    async def write_batch(self, batch: Any) -> Any:
+        raise StoreUnavailable("connection refused")
+
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"unexpected store call {name}")
 

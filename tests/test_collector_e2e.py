@@ -97,7 +97,7 @@ async def test_100k_mixed_lines_stored_exactly(database_url: str) -> None:
         assert got == load.totals  # counters and values exact, per metric-second
         for name, expected in load.now_sums.items():
             assert await stored_sum(store, name) == expected
-        assert not collector.flusher.pending
+        assert not collector.writer.pending
     finally:
         await store.close()
 

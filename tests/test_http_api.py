@@ -260,7 +260,8 @@ async def test_series_defaults_to_the_last_hour_by_minute(api: Any, token: str) 
 async def test_healthz_openapi_and_metrics_need_no_key(api: Any, token: str) -> None:
     response = await api.get("/healthz")
     assert response.status == 200
-    assert await response.json() == {"status": "ok"}
+    assert await response.json() == {"status": "ok", "pending_batches": 0,
+                                     "spool_batches": 0}
 
     response = await api.get("/api/openapi.json")
     assert response.status == 200
@@ -592,9 +593,12 @@ async def test_503_when_the_store_is_down(sqlite_url: str) -> None:
         await reopened.close()
 
 
-async def test_an_unexpected_error_is_a_json_500(
+async def test_an_unexpected_error_writing_is_a_json_500(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A write that fails in a way no retry fixes (here a bug) is a permanent error
+    for the durable writer: the rows are refused (logged with the cause), the request
+    gets a JSON 500 without internals, and the service goes on."""
     async def broken(batch: Batch) -> WriteResult:
         raise RuntimeError("a bug")
 
@@ -606,4 +610,6 @@ async def test_an_unexpected_error_is_a_json_500(
         body = await response.json()
         assert_error(body, "internal")
         assert "a bug" not in body["error"]["message"]  # no internals in the answer
-    assert "unexpected error answering POST /api/metrics/counter" in caplog.text
+        assert "refused 1 of these points" in body["error"]["message"]
+        assert (await api.get("/healthz")).status == 200
+    assert "RuntimeError: a bug" in caplog.text

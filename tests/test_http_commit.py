@@ -4,20 +4,49 @@ or spooled (fsync'd) while the database is down, and replayed exactly once later
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from collector.spool import Spool
 from query.commit import GroupCommitter
 from query.state import COMMITTER
 from store import Batch, Store, StoreError, StoreUnavailable, WriteResult, open_store
+from store.durable import BatchWrite, DurableWriter
+from store.spool import Spool
 from tests.http_support import assert_error, auth, config, new_key, serve, stored_points
 
 DOWN_URL = "mysql://root@127.0.0.1:1/x"  # nothing listens on port 1: connection refused
+
+
+@contextlib.asynccontextmanager
+async def committing(
+    write: BatchWrite, writer_id: str = "test", *, window: float, max_rows: int = 50_000,
+    **writer_options: Any,
+) -> AsyncIterator[GroupCommitter]:
+    """A group committer on a durable writer of its own (as ``serve`` has), both closed
+    at the end."""
+    writer = DurableWriter(write, writer_id, spool_after=0.0, **writer_options)
+    writer.start()
+    committer = GroupCommitter(writer, window=window, max_rows=max_rows)
+    try:
+        yield committer
+    finally:
+        await committer.close()
+        await writer.close(5)
+
+
+async def draining(spool: Spool, write: BatchWrite, timeout: float = 10) -> DurableWriter:
+    """A writer that drains ``spool`` (as one does at start-up), closed once drained."""
+    writer = DurableWriter(write, "drainer", spool=spool)
+    writer.start()
+    await _drained(spool, timeout)
+    await writer.close(5)
+    return writer
 
 
 async def test_concurrent_posts_share_few_commits(store: Store) -> None:
@@ -45,13 +74,12 @@ async def test_concurrent_posts_share_few_commits(store: Store) -> None:
 
 async def test_conflicts_are_answered_to_the_request_they_concern(store: Store) -> None:
     await store.write_batch(Batch("setup", 1, [("is.value", "value", 100, 1, 1, 1, 1)]))
-    committer = GroupCommitter(store.write_batch, "test", window=0.05)
-    good = committer.commit([("is.counter", "counter", 100, 1, 2, 2, 2)])
-    bad = committer.commit([("is.value", "counter", 100, 1, 5, 5, 5),
-                            ("other", "counter", 100, 1, 1, 1, 1)])
-    assert await asyncio.gather(good, bad) == [{}, {"is.value": "value"}]
-    assert committer.stats.batches == 1
-    await committer.close()
+    async with committing(store.write_batch, window=0.05) as committer:
+        good = committer.commit([("is.counter", "counter", 100, 1, 2, 2, 2)])
+        bad = committer.commit([("is.value", "counter", 100, 1, 5, 5, 5),
+                                ("other", "counter", 100, 1, 1, 1, 1)])
+        assert await asyncio.gather(good, bad) == [{}, {"is.value": "value"}]
+        assert committer.stats.batches == 1
 
 
 async def test_an_ambiguous_failure_is_retried_with_the_same_sequence(store: Store) -> None:
@@ -66,27 +94,26 @@ async def test_an_ambiguous_failure_is_retried_with_the_same_sequence(store: Sto
             raise StoreUnavailable("connection lost after COMMIT")
         return result
 
-    committer = GroupCommitter(lose_first_answer, "test", window=0.001,
-                               retry_delays=(0.001,))
-    assert await committer.commit([("once", "counter", 100, 1, 1, 1, 1)]) == {}
-    assert seen == [("test", 1), ("test", 1)]
-    assert committer.stats.retries == 1
+    async with committing(lose_first_answer, window=0.001) as committer:
+        assert await committer.commit([("once", "counter", 100, 1, 1, 1, 1)]) == {}
+        assert seen == [("test", 1), ("test", 1)]
+        assert committer.writer.stats.flush_failures == 1
+        assert committer.writer.stats.flush_duplicates == 1
     assert await stored_points(store) == {"once": [(100, 1, 1, 1, 1)]}
-    await committer.close()
 
 
 async def test_a_failed_group_fails_every_request_in_it(store: Store) -> None:
     async def down(batch: Batch) -> WriteResult:
         raise StoreUnavailable("database unreachable")
 
-    committer = GroupCommitter(down, "test", window=0.01, retry_delays=(0.001, 0.001))
-    results = await asyncio.gather(
-        *(committer.commit([("x", "counter", 100, 1, 1, 1, 1)]) for _ in range(5)),
-        return_exceptions=True,
-    )
-    assert all(isinstance(r, StoreError) for r in results), results
-    assert committer.stats.failures == 1
-    await committer.close()
+    async with committing(down, window=0.01) as committer:
+        results = await asyncio.gather(
+            *(committer.commit([("x", "counter", 100, 1, 1, 1, 1)]) for _ in range(5)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert committer.stats.failures == 1
+        assert committer.writer.pending_rows == 0  # given up: not written later
 
 
 async def test_full_groups_close_early_and_commit_in_order(store: Store) -> None:
@@ -96,12 +123,11 @@ async def test_full_groups_close_early_and_commit_in_order(store: Store) -> None
         order.append(batch.seq)
         return await store.write_batch(batch)
 
-    committer = GroupCommitter(write, "test", window=10.0, max_rows=3)
-    rows = [[(f"m{i}", "counter", 100 + j, 1, 1, 1, 1) for j in range(3)] for i in range(4)]
-    # window 10 s, but each request fills a group: nothing waits for the window
-    await asyncio.wait_for(asyncio.gather(*(committer.commit(r) for r in rows)), 5)
-    assert order == [1, 2, 3, 4]
-    await committer.close()
+    async with committing(write, window=10.0, max_rows=3) as committer:
+        rows = [[(f"m{i}", "counter", 100 + j, 1, 1, 1, 1) for j in range(3)] for i in range(4)]
+        # window 10 s, but each request fills a group: nothing waits for the window
+        await asyncio.wait_for(asyncio.gather(*(committer.commit(r) for r in rows)), 5)
+        assert order == [1, 2, 3, 4]
 
 
 async def test_the_window_runs_from_the_first_request_not_from_when_the_loop_gets_to_it(
@@ -115,29 +141,30 @@ async def test_the_window_runs_from_the_first_request_not_from_when_the_loop_get
         started.append(time.monotonic())
         return await store.write_batch(batch)
 
-    committer = GroupCommitter(write, "test", window=0.5)
-    # Two requests in one group: the next group waits for company.
-    await asyncio.gather(*(committer.commit([(f"w{i}", "counter", 100, 1, 1, 1, 1)])
-                           for i in range(2)))
-    waiting = asyncio.ensure_future(committer.commit([("late", "counter", 100, 1, 1, 1, 1)]))
-    await asyncio.sleep(0)  # the request joins and opens a group
-    time.sleep(0.6)  # the loop busy with other requests for longer than the window
-    unblocked = time.monotonic()
-    assert await asyncio.wait_for(waiting, 5) == {}
-    assert started[-1] - unblocked < 0.25  # not another 0.5 s window on top
-    await committer.close()
+    async with committing(write, window=0.5) as committer:
+        # Two requests in one group: the next group waits for company.
+        await asyncio.gather(*(committer.commit([(f"w{i}", "counter", 100, 1, 1, 1, 1)])
+                               for i in range(2)))
+        waiting = asyncio.ensure_future(
+            committer.commit([("late", "counter", 100, 1, 1, 1, 1)]))
+        await asyncio.sleep(0)  # the request joins and opens a group
+        time.sleep(0.6)  # the loop busy with other requests for longer than the window
+        unblocked = time.monotonic()
+        assert await asyncio.wait_for(waiting, 5) == {}
+        assert started[-1] - unblocked < 0.25  # not another 0.5 s window on top
 
 
 async def test_close_commits_what_waits_and_refuses_the_rest(store: Store) -> None:
-    committer = GroupCommitter(store.write_batch, "test", window=10.0)
-    waiting = asyncio.ensure_future(committer.commit([("late", "counter", 100, 1, 1, 1, 1)]))
-    await asyncio.sleep(0)  # one turn of the loop: the request joins a group
-    assert committer.pending == 1
-    await asyncio.wait_for(committer.close(), 5)  # does not wait out the 10 s window
-    assert await waiting == {}
-    assert await stored_points(store) == {"late": [(100, 1, 1, 1, 1)]}
-    with pytest.raises(StoreUnavailable):
-        await committer.commit([("later", "counter", 100, 1, 1, 1, 1)])
+    async with committing(store.write_batch, window=10.0) as committer:
+        waiting = asyncio.ensure_future(
+            committer.commit([("late", "counter", 100, 1, 1, 1, 1)]))
+        await asyncio.sleep(0)  # one turn of the loop: the request joins a group
+        assert committer.pending == 1
+        await asyncio.wait_for(committer.close(), 5)  # does not wait out the 10 s window
+        assert await waiting == {}
+        assert await stored_points(store) == {"late": [(100, 1, 1, 1, 1)]}
+        with pytest.raises(StoreUnavailable):
+            await committer.commit([("later", "counter", 100, 1, 1, 1, 1)])
 
 
 # -- with a spool: the database down is not the end of an acknowledged point -----------
@@ -178,8 +205,9 @@ async def test_store_down_answers_200_once_spooled_and_the_drain_writes_it_once(
             assert response.status == 200, await response.text()
             assert await response.json() == {"accepted": 3}
             assert time.monotonic() - started < 0.5  # no 0.75 s of retries first
-            stats = api.server.app[COMMITTER].stats
-            assert (stats.spooled, stats.batches, stats.retries) == (1, 0, 0)
+            committer = api.server.app[COMMITTER]
+            assert (committer.stats.spooled, committer.stats.batches) == (1, 0)
+            assert committer.writer.stats.flush_failures == 1  # one attempt, then spooled
             text = await (await api.get("/metrics")).text()
             assert "gf_http_commit_spooled_total 1.0" in text
             assert "gf_http_commit_spooled_rows_total 2.0" in text
@@ -190,11 +218,9 @@ async def test_store_down_answers_200_once_spooled_and_the_drain_writes_it_once(
         assert await stored_points(sqlite_store) == {}
 
         # the database is back: a committer that drains writes the batch, once
-        drainer = GroupCommitter(sqlite_store.write_batch, "drainer", window=0.001,
-                                 spool=spool, drain=True)
-        await _drained(spool)
-        await drainer.close()
-        assert drainer.stats.replayed == 1 and drainer.stats.replay_conflicts == 0
+        drainer = await draining(spool, sqlite_store.write_batch)
+        assert drainer.stats.spool_replayed_batches == 1
+        assert drainer.stats.replay_conflicts == 0
         assert await stored_points(sqlite_store) == {
             "spooled.c": [(ts, 2, 7, 3, 4)], "spooled.v": [(ts, 1, 7, 7, 7)],
         }
@@ -215,20 +241,17 @@ async def test_a_spooled_ambiguous_commit_is_replayed_without_counting_twice(
 
     spool = await Spool.open(tmp_path, "http")
     try:
-        committer = GroupCommitter(commit_then_lose_the_answer, "ambiguous", window=0.001,
-                                   spool=spool)
-        assert await committer.commit([("amb", "counter", 100, 1, 5, 5, 5)]) == {}
-        await committer.close()
-        assert committer.stats.spooled == 1
+        async with committing(commit_then_lose_the_answer, "ambiguous", window=0.001,
+                              spool=spool) as committer:
+            assert await committer.commit([("amb", "counter", 100, 1, 5, 5, 5)]) == {}
+            assert committer.stats.spooled == 1
         spooled = await spool.head()
         assert spooled is not None
         assert (spooled.batch.writer_id, spooled.batch.seq) == ("ambiguous", 1)
 
-        drainer = GroupCommitter(sqlite_store.write_batch, "drainer", window=0.001,
-                                 spool=spool, drain=True)
-        await _drained(spool)
-        await drainer.close()
-        assert drainer.stats.replayed == 1
+        drainer = await draining(spool, sqlite_store.write_batch)
+        assert drainer.stats.spool_replayed_batches == 1
+        assert drainer.stats.flush_duplicates == 1
         assert await stored_points(sqlite_store) == {"amb": [(100, 1, 5, 5, 5)]}
     finally:
         await spool.close()
@@ -256,18 +279,18 @@ async def test_a_hung_database_is_abandoned_after_the_write_timeout_and_spooled(
 
     spool = await Spool.open(tmp_path, "http")
     try:
-        committer = GroupCommitter(write, "hung", window=0.001, spool=spool,
-                                   write_timeout=0.3, probe_interval=30)
-        started = time.monotonic()
-        assert await committer.commit([("hung", "counter", 100, 1, 1, 1, 1)]) == {}
-        assert 0.3 <= time.monotonic() - started < 2
-        # the store counts as down: the next group goes straight to the spool
-        started = time.monotonic()
-        assert await committer.commit([("hung", "counter", 101, 1, 2, 2, 2)]) == {}
-        assert time.monotonic() - started < 0.3
-        await committer.close()
-        assert attempts == 1
-        assert (committer.stats.spooled, spool.batches) == (2, 2)
+        async with committing(write, "hung", window=0.001, spool=spool,
+                              ack_timeout=0.3, write_timeout=5) as committer:
+            started = time.monotonic()
+            assert await committer.commit([("hung", "counter", 100, 1, 1, 1, 1)]) == {}
+            assert 0.3 <= time.monotonic() - started < 2
+            assert attempts == 1
+            await asyncio.sleep(0.2)  # the writer tries the spool again: hangs 5 s
+            # writes fail: the next group goes straight to the spool, not behind it
+            started = time.monotonic()
+            assert await committer.commit([("hung", "counter", 101, 1, 2, 2, 2)]) == {}
+            assert time.monotonic() - started < 0.3
+            assert (committer.stats.spooled, spool.batches) == (2, 2)
         assert [b.seq for b in await _spooled_batches(spool)] == [1, 2]
     finally:
         await spool.close()
@@ -301,8 +324,9 @@ async def test_a_full_spool_answers_503_and_nothing_is_recorded(
                                       json={"metric": "full", "value": 5})
             assert response.status == 503
             assert_error(await response.json(), "unavailable")
-            stats = api.server.app[COMMITTER].stats
-            assert (stats.spool_failures, stats.failures, stats.spooled) == (1, 1, 0)
+            committer = api.server.app[COMMITTER]
+            assert (committer.stats.failures, committer.stats.spooled) == (1, 0)
+            assert committer.writer.stats.spool_failures == 1
         assert spool.batches == 0
         assert await stored_points(sqlite_store) == {"full": [(100, 1, 1, 1, 1)]}
     finally:
@@ -316,10 +340,11 @@ async def test_the_drain_waits_out_the_outage_and_keeps_spool_order(
     once writes work the drain replays them oldest first."""
     spool = await Spool.open(tmp_path, "http")
     try:
-        outage = GroupCommitter(down.write_batch, "outage", window=0.001, spool=spool)
-        for second in range(3):
-            await outage.commit([("order", "counter", 100 + second, 1, second, second, second)])
-        await outage.close()
+        async with committing(down.write_batch, "outage", window=0.001,
+                              spool=spool) as outage:
+            for second in range(3):
+                await outage.commit(
+                    [("order", "counter", 100 + second, 1, second, second, second)])
         assert spool.batches == 3
         replayed: list[int] = []
 
@@ -331,10 +356,7 @@ async def test_the_drain_waits_out_the_outage_and_keeps_spool_order(
             return await sqlite_store.write_batch(batch)
 
         failures: list[int] = []
-        drainer = GroupCommitter(back_after_two_failures, "drainer", window=0.001,
-                                 spool=spool, drain=True)
-        await _drained(spool, timeout=15)
-        await drainer.close()
+        await draining(spool, back_after_two_failures, timeout=15)
         assert failures == [1, 1] and replayed == [1, 2, 3]
         assert await stored_points(sqlite_store) == {
             "order": [(100 + s, 1, s, s, s) for s in range(3)]}

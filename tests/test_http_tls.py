@@ -47,7 +47,8 @@ async def test_https_with_a_self_signed_certificate(
         async with aiohttp.ClientSession() as session:
             async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=trust) as response:
                 assert response.status == 200
-                assert await response.json() == {"status": "ok"}
+                assert await response.json() == {
+                    "status": "ok", "pending_batches": 0, "spool_batches": 0}
             async with session.post(f"https://127.0.0.1:{port}/api/metrics/counter",
                                     json={"metric": "tls.ok"}, headers=auth(token),
                                     ssl=trust) as response:

@@ -21,16 +21,15 @@ import pytest
 
 from collector.config import CollectorConfig
 from collector.daemon import Collector
-from collector.spool import (
+from protocol.lines import Reason
+from store import Batch, PointRow, Store, StoreUnavailable, WriteResult, open_store
+from store.durable import DurableWriter
+from store.spool import (
     CHUNK_POINTS,
     Spool,
     SpoolError,
     SpoolFull,
-    drain_forever,
-    replay_one,
 )
-from protocol.lines import Reason
-from store import Batch, PointRow, Store, StoreUnavailable, WriteResult, open_store
 
 
 def points(n: int, *, name: str = "m", ts: int = 1_700_000_000) -> list[PointRow]:
@@ -138,7 +137,7 @@ async def test_a_put_survives_sigkill_the_moment_it_returns(tmp_path: Path) -> N
     killed right after loses nothing."""
     child = f"""
 import asyncio, os, signal
-from collector.spool import Spool
+from store.spool import Spool
 from store import Batch
 async def main():
     spool = await Spool.open({str(tmp_path)!r}, "crash")
@@ -187,16 +186,18 @@ async def test_replay_keeps_the_original_writer_and_seq(store: Store, tmp_path: 
     assert (await store.write_batch(applied)).applied
     spool = await Spool.open(tmp_path, "t")
     await spool.put_many([applied, fresh])
-    first = await replay_one(spool, store.write_batch, write_timeout=10)
-    second = await replay_one(spool, store.write_batch, write_timeout=10)
-    assert first is not None and first[1].applied is False
-    assert second is not None and second[1].applied is True
-    assert await replay_one(spool, store.write_batch, write_timeout=10) is None
+    writer = DurableWriter(store.write_batch, "w", spool=spool)
+    writer.start()
+    while spool.batches:
+        await asyncio.sleep(0.01)
+    await writer.close(5)
+    assert writer.stats.flush_duplicates == 1  # the first: applied before, not again
+    assert writer.stats.spool_replayed_batches == 2
     assert await totals(store, ["r.a"]) == {"r.a": (2.0, 7.0, 3.0, 4.0)}
     await spool.close()
 
 
-async def test_drain_forever_empties_the_spool_for_a_process_without_a_flusher(
+async def test_the_writer_drains_a_spool_left_by_an_earlier_run_in_order(
     store: Store, tmp_path: Path
 ) -> None:
     spool = await Spool.open(tmp_path, "http")
@@ -204,15 +205,17 @@ async def test_drain_forever_empties_the_spool_for_a_process_without_a_flusher(
         Batch("http-1", seq, [("d.x", "value", 1_700_000_000 + seq, 1.0, seq, seq, seq)])
         for seq in range(1, 4)
     ])
-    stop = asyncio.Event()
     written: list[int] = []
-    task = asyncio.create_task(drain_forever(
-        spool, store.write_batch, stop, interval=0.01,
-        on_written=lambda b, r: written.append(b.seq)))
+
+    async def write(batch: Batch) -> WriteResult:
+        written.append(batch.seq)
+        return await store.write_batch(batch)
+
+    writer = DurableWriter(write, "http-2", spool=spool)
+    writer.start()
     while spool.batches:
         await asyncio.sleep(0.01)
-    stop.set()
-    await task
+    await writer.close(5)
     assert written == [1, 2, 3]
     assert await totals(store, ["d.x"]) == {"d.x": (3.0, 6.0, 1.0, 3.0)}
     await spool.close()
@@ -302,11 +305,11 @@ async def test_an_outage_spools_past_the_bound_and_drains_in_order(
         feeder.feed()
         await asyncio.sleep(0.01)
         # Memory holds at most what piles up before --spool-after, not the whole outage.
-        assert collector.flusher.pending_rows <= 300
+        assert collector.writer.pending_rows <= 300
     stats = collector.stats
     assert stats.spooled_batches > 10 and stats.spool_batches > 0
     store.down = False
-    await until(lambda: stats.spool_batches == 0 and not collector.flusher.pending)
+    await until(lambda: stats.spool_batches == 0 and not collector.writer.pending)
     await collector.shutdown()
     assert store.applied == sorted(store.applied), "batches applied out of order"
     assert stats.spool_replayed_batches == stats.spooled_batches
@@ -324,7 +327,7 @@ async def test_too_many_pending_rows_spool_at_once(sqlite_store: Store, tmp_path
         feeder.feed(names=50)
         await asyncio.sleep(0.01)
     await until(lambda: collector.stats.spooled_rows > 0)
-    assert collector.flusher.pending_rows <= 100 + 50
+    assert collector.writer.pending_rows <= 100 + 50
     await collector.shutdown()  # still failing: the rest joins the spool at once
     assert collector.stats.rows_lost == 0
     store.down = False
@@ -355,7 +358,7 @@ async def test_a_full_spool_holds_back_then_overload_drops_are_counted(
         await asyncio.sleep(0.005)
     assert stats.spool_failures > 0 and stats.backpressure_skips > 0
     assert stats.drops[Reason.OVERLOAD] > 0
-    assert collector.flusher.pending_rows <= 40 + 100
+    assert collector.writer.pending_rows <= 40 + 100
     assert collector.aggregator.pending_buckets <= 100
     store.down = False
     await collector.shutdown()

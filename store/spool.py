@@ -32,7 +32,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, NamedTuple, TypeVar, cast
@@ -40,7 +40,7 @@ from typing import Final, NamedTuple, TypeVar, cast
 import orjson
 
 from protocol.names import Kind
-from store.base import Batch, PointRow, StoreError, WriteResult
+from store.base import Batch, PointRow
 
 log = logging.getLogger(__name__)
 
@@ -336,69 +336,139 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-BatchWriter = Callable[[Batch], Awaitable[WriteResult]]  # Store.write_batch or a stand-in
+# -- the quarantine -------------------------------------------------------------------
+
+QUARANTINE_FILE: Final = "quarantine.sqlite"
+
+_QUARANTINE_SCHEMA: Final = """CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    writer_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    quarantined_at REAL NOT NULL,
+    data BLOB NOT NULL)"""
 
 
-async def replay_one(
-    spool: Spool, write: BatchWriter, *, write_timeout: float
-) -> tuple[Batch, WriteResult] | None:
-    """Write the oldest spooled batch under its original (writer_id, seq), then drop it.
+class QuarantinedBatch(NamedTuple):
+    id: int
+    writer_id: str
+    seq: int
+    rows: int
+    error: str  # what the store said when it refused the rows
+    quarantined_at: float  # epoch seconds
 
-    Returns None when the spool is empty. Raises StoreError or TimeoutError when the
-    write failed (the batch stays first in the spool) and SpoolError on spool I/O.
+
+class Quarantine:
+    """Batches the store refused for good (``store.durable``: a permanent error), kept
+    with the error and the time until an operator replays or discards them
+    (``glowing-fiesta quarantine``).
+
+    One SQLite file, ``quarantine.sqlite`` in the state directory, shared by every
+    process of the host (SQLite's own locking, WAL, a busy timeout: no flock, so the CLI
+    can list, replay and discard while the daemon runs). The file is created by the
+    first batch set aside: a healthy host never has one. Each process uses one worker
+    thread for it; the event loop only awaits.
     """
-    spooled = await spool.head()
-    if spooled is None:
-        return None
-    result = await asyncio.wait_for(write(spooled.batch), write_timeout)
-    # A crash here replays the batch once more at start-up: the flushes table makes
-    # that second write a no-op (applied=False).
-    await spool.remove(spooled)
-    return spooled.batch, result
 
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / QUARANTINE_FILE
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="gf-quarantine")
 
-async def drain_forever(
-    spool: Spool,
-    write: BatchWriter,
-    stop: asyncio.Event,
-    *,
-    interval: float = 1.0,
-    max_delay: float = 30.0,
-    write_timeout: float = 10.0,
-    wake: asyncio.Event | None = None,
-    on_written: Callable[[Batch, WriteResult], None] | None = None,
-) -> None:
-    """Replay the spool, oldest batch first, whenever it holds batches, until ``stop``.
+    async def put(self, batch: Batch, error: str) -> None:
+        """Keep ``batch`` (fsync'd before returning). Raises SpoolError."""
+        data = zlib.compress(orjson.dumps(batch.points), 1)
 
-    For a process that spools but runs no Flusher (the HTTP committer of ``serve``); the
-    collector's Flusher drains its own spool. Failures back off from ``interval`` up to
-    ``max_delay``; setting ``wake`` (a write worked again) ends a wait at once.
-    """
-    delay = interval
-    replayed = 0
-    while not stop.is_set():
-        wait = interval
-        if spool.batches:  # an in-memory count: an idle spool costs no query
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO quarantine (writer_id, seq, rows, error, quarantined_at, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (batch.writer_id, batch.seq, len(batch.points), error, time.time(), data),
+            )
+
+        await self._call(put, create=True)
+
+    async def count(self) -> tuple[int, int]:
+        """(batches, rows) held now; (0, 0) without a file."""
+
+        def count(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute("SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM quarantine")
+            batches, rows = row.fetchone()
+            return int(batches), int(rows)
+
+        return await self._call(count, empty=(0, 0))
+
+    async def list(self) -> list[QuarantinedBatch]:
+        def select(conn: sqlite3.Connection) -> list[QuarantinedBatch]:
+            return [
+                QuarantinedBatch(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], float(r[5]))
+                for r in conn.execute(
+                    "SELECT id, writer_id, seq, rows, error, quarantined_at FROM quarantine "
+                    "ORDER BY id")
+            ]
+
+        return await self._call(select, empty=[])
+
+    async def get(self, quarantine_id: int) -> Batch | None:
+        def get(conn: sqlite3.Connection) -> Batch | None:
+            row = conn.execute("SELECT writer_id, seq, data FROM quarantine WHERE id = ?",
+                               (quarantine_id,)).fetchone()
+            if row is None:
+                return None
+            return Batch(row[0], int(row[1]), decode_points([row[2]]))
+
+        return await self._call(get, empty=None)
+
+    async def remove(self, quarantine_id: int) -> bool:
+        def remove(conn: sqlite3.Connection) -> bool:
+            gone = conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,))
+            return bool(gone.rowcount)
+
+        return await self._call(remove, empty=False)
+
+    async def note_error(self, quarantine_id: int, error: str) -> None:
+        """A replay failed again: keep the newest error."""
+
+        def note(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE quarantine SET error = ? WHERE id = ?", (error, quarantine_id))
+
+        await self._call(note, empty=None)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        with contextlib.suppress(RuntimeError):  # already shut down
+            await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        await asyncio.to_thread(self._thread.shutdown)
+
+    async def _call(
+        self, fn: Callable[[sqlite3.Connection], T], *, create: bool = False,
+        empty: T | None = None,
+    ) -> T:
+        """``fn`` on the file's connection in the worker thread. Without ``create``, a
+        file that does not exist answers ``empty`` (and is not created)."""
+
+        def call() -> T:
+            if self._conn is None:
+                if not create and not self.path.exists():
+                    return cast(T, empty)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = _connect(self.path)
+                self._conn.execute(_QUARANTINE_SCHEMA)
             try:
-                done = await replay_one(spool, write, write_timeout=write_timeout)
-            except (StoreError, TimeoutError, SpoolError) as exc:
-                log.warning("spool %s: replay failed (%s); %d batch(es) wait, retry in %.0fs",
-                            spool.path, str(exc) or type(exc).__name__, spool.batches, delay)
-                wait = delay
-                delay = min(max_delay, delay * 2)
-            else:
-                if done is not None:
-                    delay = interval
-                    replayed += 1
-                    if on_written is not None:
-                        on_written(*done)
-                    if not spool.batches:
-                        log.info("spool %s drained: %d batch(es) replayed", spool.path,
-                                 replayed)
-                        replayed = 0
-                continue
-        event = wake if wake is not None else stop
-        if wake is not None:
-            wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), wait)
+                return fn(self._conn)
+            except (sqlite3.Error, zlib.error, ValueError) as exc:
+                raise SpoolError(f"quarantine {self.path}: {exc}") from exc
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        except OSError as exc:
+            if isinstance(exc, SpoolError):
+                raise
+            raise SpoolError(f"quarantine {self.path}: {exc}") from exc
+        except RuntimeError as exc:  # executor shut down
+            raise SpoolError(f"quarantine {self.path} is closed") from exc
