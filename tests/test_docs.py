@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from scripts.config_table import options_by_command
+from scripts.config_table import document, options_by_command
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def section(title: str) -> str:
@@ -18,8 +19,14 @@ def section(title: str) -> str:
     return match.group(1)
 
 
+def test_configuration_is_the_generators_output() -> None:
+    assert document() == CONFIGURATION, (
+        "docs/configuration.md is stale: .venv/bin/python scripts/config_table.py "
+        "> docs/configuration.md")
+
+
 def test_every_option_is_documented_with_its_environment_variable() -> None:
-    documented = section("Configuration")
+    documented = CONFIGURATION
     rows = {
         row.split("|")[1].strip().strip("`"): row
         for row in documented.splitlines()
@@ -30,7 +37,7 @@ def test_every_option_is_documented_with_its_environment_variable() -> None:
         for opts in options_by_command().values()
         for o in opts
     }
-    assert set(rows) == set(options), "README Configuration table differs from the CLI"
+    assert set(rows) == set(options), "docs/configuration.md differs from the CLI"
     for flag, option in options.items():
         assert f"`{option.envvar}`" in rows[flag], flag
 
