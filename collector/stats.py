@@ -31,7 +31,7 @@ class CollectorStats:
     flush_duplicates: int = 0  # batches found already applied on retry
     rows_flushed: int = 0
     last_flush_seconds: float = 0.0
-    # -- durability and bounds (README "Reliability") --
+    # -- durability and bounds (docs/operations.md "Reliability") --
     flush_seconds_max: float = 0.0  # slowest successful write since start
     flush_timeouts: int = 0  # writes abandoned after --flush-timeout (then retried)
     pending_batches: int = 0  # gauge: batches in memory waiting for the database
