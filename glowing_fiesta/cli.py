@@ -104,7 +104,8 @@ def field_option(
     so build_config finds it."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     spec = cli_spec(f)
-    assert spec is not None, f"{cls.__name__}.{name} is not a command-line option"
+    if spec is None:
+        raise TypeError(f"{cls.__name__}.{name} has no cli(...) in its metadata")
     base = _base_type(typing.get_type_hints(cls)[name])
     kwargs: dict[str, Any] = {}
     if spec.duration:
