@@ -17,6 +17,7 @@ from collector.config import AdminConfig, CollectorConfig
 from glowing_fiesta import __version__
 from glowing_fiesta.cli import NewKey, build_config, cli_spec, field_default, main
 from glowing_fiesta.config import Config
+from protocol.units import format_duration, parse_duration
 from query.config import HttpConfig
 from store import Batch, Store, open_store
 from tests.daemon import DaemonProcess, run_cli
@@ -295,3 +296,10 @@ def test_admin_options_join_the_one_config() -> None:
     ctx = cmd.make_context("collector", ["--admin-port", "0", "--workers", "2"])
     with pytest.raises(click.UsageError, match="--admin-port cannot be used with --workers"):
         build_config(ctx.params)
+
+
+def test_durations_are_shown_as_people_write_them() -> None:
+    for seconds, text in [(7 * 86400, "7d"), (730 * 86400, "730d"), (300.0, "5m"),
+                          (7200, "2h"), (90, "90s"), (0, "0")]:
+        assert format_duration(seconds) == text
+        assert parse_duration(text) == seconds
