@@ -1,7 +1,7 @@
 """Only for the optional C accelerator; all metadata lives in pyproject.toml.
 
 collector/_fastfeed.c parses and aggregates the common StatsD line shapes in one pass
-(measured: ~2.5x the lines/s of the pure-Python path, see README "Performance"). It is
+(measured: ~2.5x the lines/s of the pure-Python path, see docs/performance.md). It is
 optional: where no compiler is available the build skips it and the collector uses the
 pure-Python path, which gives identical results (tests/test_aggregator_fastpath.py).
 """

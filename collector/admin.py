@@ -8,13 +8,13 @@ authentication.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from collector.config import AdminConfig as AdminConfig  # re-exported: its options
 from collector.daemon import Collector
 from collector.metrics import make_registry
 from store.base import StoreError
@@ -23,15 +23,6 @@ log = logging.getLogger(__name__)
 
 DAEMON: web.AppKey[Collector] = web.AppKey("daemon", Collector)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConfig:
-    """The collector's self-observation options (built by the CLI)."""
-
-    host: str = "127.0.0.1"
-    port: int | None = None  # None: no admin listener; 0: an ephemeral port
-    self_metrics: bool = False  # also record glowing_fiesta.collector.* in the store
 
 
 def make_admin_app(daemon: Collector, registry: CollectorRegistry | None = None) -> web.Application:

@@ -1,18 +1,35 @@
-"""The ``glowing-fiesta`` command. Every option has a GF_ environment variable."""
+"""The ``glowing-fiesta`` command. Every option has a GF_ environment variable.
+
+Options come from the config dataclasses: a field declares its option where it is
+declared (protocol.options), and this module turns it into a click option and back:
+
+    max_foo: int = field(default=10, metadata=cli("--max-foo", "What it bounds.", min=1))
+
+in CollectorConfig (collector/config.py) is all it takes for ``collector`` and ``run`` to
+offer ``--max-foo`` with GF_MAX_FOO, default 10 and its range, and for build_config to
+fill ``config.collector.max_foo``: each section's options are the fields of its
+dataclass that have ``cli(...)`` (``section_options``). To convert an option written the
+old way (an ``option("--max-foo", ...)`` here plus a line in build_config), move its
+help and range into the field's ``cli(...)`` and delete both. A command's own argument
+that is not configuration (``keys create --scopes``) is a field of a small dataclass
+here, declared the same way (NewKey).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import NoneType, UnionType
 from typing import Any, TypeVar
 
 import click
 
-from collector.admin import AdminConfig
-from collector.config import CollectorConfig
+from collector.config import AdminConfig, CollectorConfig
 from collector.retention import FLUSH_RECORD_SLACK, retention_levels, retention_pass
 from glowing_fiesta import __version__
 from glowing_fiesta.config import Config, ConfigError
@@ -20,13 +37,15 @@ from glowing_fiesta.logs import configure_logging
 from glowing_fiesta.notify import Notifier
 from glowing_fiesta.runner import run_async, run_services
 from glowing_fiesta.workers import run_workers
+from protocol.options import KEY, CliOption, cli
 from protocol.tokens import display_prefix, generate_token, hash_token, parse_scopes
-from protocol.units import format_timestamp, parse_duration, parse_rate_limit
+from protocol.units import format_duration, format_timestamp, parse_duration, parse_rate_limit
 from query.config import HttpConfig
 from store import Store, StoreError, open_store
 from store.spool import Quarantine
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -44,174 +63,134 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 DURATION = Duration()
 
 
-def option(name: str, **kwargs: Any) -> Callable[[F], F]:
+def option(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option whose environment variable is GF_ + the option name."""
     envvar = "GF_" + name.lstrip("-").split("/")[0].replace("-", "_").upper()
-    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+    return click.option(name, *decls, envvar=envvar, show_envvar=True, show_default=True,
+                        **kwargs)
 
 
-def _stacked(f: F, decorators: list[Callable[[F], F]]) -> F:
+def cli_spec(f: dataclasses.Field[Any]) -> CliOption | None:
+    spec = f.metadata.get(KEY)
+    return spec if isinstance(spec, CliOption) else None
+
+
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _base_type(hint: Any) -> Any:
+    """``int | None`` -> int."""
+    if isinstance(hint, UnionType):
+        (hint,) = (arg for arg in typing.get_args(hint) if arg is not NoneType)
+    return hint
+
+
+def click_default(f: dataclasses.Field[Any], spec: CliOption) -> Any:
+    """The field's default as the option shows it: durations as written (``7d``)."""
+    if spec.default_from is not None:
+        return None
+    default = field_default(f)
+    return format_duration(default) if spec.duration and default is not None else default
+
+
+def field_option(
+    cls: type, name: str, *, flag: str | None = None, help: str | None = None
+) -> Callable[[F], F]:
+    """The click option of field ``name`` of the config dataclass ``cls``: flag, help,
+    type, range, default and GF_ variable from the field (``flag``, ``help``: as one
+    command words it). Its click parameter name is always the field's own option name,
+    so build_config finds it."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    spec = cli_spec(f)
+    if spec is None:
+        raise TypeError(f"{cls.__name__}.{name} has no cli(...) in its metadata")
+    base = _base_type(typing.get_type_hints(cls)[name])
+    kwargs: dict[str, Any] = {}
+    if spec.duration:
+        kwargs["type"] = DURATION
+    elif spec.choices:
+        kwargs["type"] = click.Choice(list(spec.choices))
+    elif base is bool:
+        kwargs["is_flag"] = True
+    elif base is int:
+        lo, hi = (None if b is None else int(b) for b in (spec.min, spec.max))
+        kwargs["type"] = click.IntRange(lo, hi) if (lo, hi) != (None, None) else int
+    elif base is float:
+        kwargs["type"] = (click.FloatRange(spec.min, spec.max)
+                          if (spec.min, spec.max) != (None, None) else float)
+    elif base is Path:
+        kwargs["type"] = click.Path(path_type=Path, exists=spec.existing_file,
+                                    dir_okay=not spec.existing_file)
+    flag = flag or spec.flag
+    return option(flag, spec.name, default=click_default(f, spec), help=help or spec.help,
+                  **kwargs)
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def section_options(cls: type) -> list[Decorator]:
+    """Every command-line option of a config dataclass, in field order."""
+    return [field_option(cls, f.name) for f in dataclasses.fields(cls) if cli_spec(f)]
+
+
+def from_params(cls: type[T], params: dict[str, Any], **shared: Any) -> T:
+    """``cls`` from the options a command was given: each field with an option takes
+    its value when the command has it (else its default, or ``shared``: the value the
+    field takes from another option)."""
+    values = dict(shared)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        spec = cli_spec(f)
+        if spec is None or spec.name not in params:
+            continue
+        value = params[spec.name]
+        if value is None and spec.default_from is not None:
+            continue
+        if value is not None and hints[f.name] is float:
+            value = float(value)  # a duration is whole seconds
+        values[f.name] = value
+    return cls(**values)
+
+
+def _stacked(f: F, decorators: list[Decorator]) -> F:
     """Apply option decorators so that --help lists them in the order given."""
+    out: Callable[..., Any] = f
     for decorator in reversed(decorators):
-        f = decorator(f)
-    return f
+        out = decorator(out)
+    return typing.cast(F, out)
 
 
 def common_options(f: F) -> F:
-    return _stacked(f, [
-        option("--database-url", default="sqlite:///var/glowing-fiesta.db",
-               help="sqlite:///relative/path, sqlite:////abs/path or mysql://user:pass@host:port/db"),
-        option("--state-dir", type=click.Path(path_type=Path), default=Path("var"),
-               help="Directory for local state (the spool)."),
-        option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-               default="info", help="Least severe log level written to stderr."),
-        option("--log-format", type=click.Choice(["text", "json"]), default="text",
-               help="One line per event: plain text, or one JSON object per line."),
-    ])
+    return _stacked(f, [field_option(Config, name) for name in
+                        ("database_url", "state_dir", "log_level", "log_format")])
 
 
 def collector_options(f: F) -> F:
-    d = CollectorConfig()
-    return _stacked(f, [
-        option("--host", default=d.host, help="Address for the UDP/TCP listeners (and HTTP)."),
-        option("--udp-port", type=click.IntRange(0, 65535), default=d.udp_port,
-               help="UDP port for StatsD lines; 0 binds an ephemeral port."),
-        option("--tcp-port", type=click.IntRange(0, 65535), default=d.tcp_port,
-               help="TCP port for newline-delimited lines; 0 binds an ephemeral port."),
-        option("--flush-interval", type=click.FloatRange(min=0.01), default=d.flush_interval,
-               help="Seconds between flushes to the database."),
-        option("--udp-rcvbuf", type=click.IntRange(min=4096), default=d.udp_rcvbuf,
-               help="UDP receive buffer (SO_RCVBUF) to ask for, in bytes."),
-        option("--max-line-length", type=click.IntRange(min=64), default=d.max_line_length,
-               help="Longer lines are dropped (too_long)."),
-        option("--max-tcp-connections", type=click.IntRange(min=1),
-               default=d.max_tcp_connections,
-               help="Open TCP connections; more are closed at once (counted)."),
-        option("--tcp-idle-timeout", type=click.FloatRange(min=1), default=d.tcp_idle_timeout,
-               help="Seconds before an idle TCP connection is closed."),
-        option("--max-metrics", type=click.IntRange(min=1), default=d.max_metrics,
-               help="Distinct metric names per collector; new names past it are dropped."),
-        option("--max-pending-buckets", type=click.IntRange(min=1000),
-               default=d.max_pending_buckets,
-               help="Unflushed metric-seconds held in memory; past it samples are dropped."),
-        option("--retention-raw", type=DURATION, default="7d",
-               help="How long per-second points are kept; also the oldest |T accepted."),
-        option("--retention-1m", type=DURATION, default="90d",
-               help="How long per-minute rollups (points_1m) are kept."),
-        option("--retention-1h", type=DURATION, default="730d",
-               help="How long per-hour rollups (points_1h) are kept."),
-        option("--require-key/--no-require-key", default=d.require_key,
-               help="Drop UDP/TCP lines without a valid key prefix."),
-        option("--key-cache-ttl", type=click.FloatRange(min=0), default=d.key_cache_ttl,
-               help="Seconds an API-key lookup is cached (revocation delay)."),
-        option("--flush-timeout", type=click.FloatRange(min=0.1), default=d.flush_timeout,
-               help="Seconds one database write may take; then it is abandoned and retried."),
-        option("--spool-after", type=click.FloatRange(min=0), default=d.spool_after,
-               help="Seconds of failing flushes before pending batches go to the spool "
-               "in --state-dir."),
-        option("--max-pending-rows", type=click.IntRange(min=1000), default=d.max_pending_rows,
-               help="Unwritten rows held in memory; past it they go to the spool at once."),
-        option("--spool-max-bytes", type=click.IntRange(min=0), default=d.spool_max_bytes,
-               help="Spool size budget in bytes (compressed); 0: only the disk limits it."),
-        option("--retention-interval", type=DURATION, default="5m",
-               help="Time between the collector's retention passes; 0: none."),
-        option("--retention-chunk", type=click.IntRange(min=1), default=d.retention_chunk,
-               help="Rows a retention statement deletes per metric."),
-    ])
+    return _stacked(f, section_options(CollectorConfig))
 
 
 def admin_options(f: F) -> F:
-    d = AdminConfig()
-    return _stacked(f, [
-        option("--admin-host", default=d.host,
-               help="Address for the collector's /metrics and /healthz (no authentication)."),
-        option("--admin-port", type=click.IntRange(0, 65535), default=None,
-               help="Port for the collector's /metrics and /healthz; 0 binds an ephemeral "
-               "port [default: no admin listener]."),
-        option("--self-metrics/--no-self-metrics", default=False,
-               help="Also record the collector's own figures as glowing_fiesta.collector.* "
-               "metrics, every flush interval."),
-    ])
+    return _stacked(f, section_options(AdminConfig))
 
 
 def http_options(f: F) -> F:
-    d = HttpConfig()
-    return _stacked(f, [
-        option("--http-host", default=None,
-               help="Address for the HTTP service [default: --host]."),
-        option("--http-port", type=click.IntRange(0, 65535), default=d.port,
-               help="HTTP port; 0 binds an ephemeral port."),
-        option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-               default=None, help="PEM certificate chain: serve HTTPS."),
-        option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-               default=None, help="PEM private key for --tls-cert."),
-        option("--allow-plain-http", is_flag=True, default=False,
-               help="Serve plain HTTP on a non-loopback address (behind a TLS proxy)."),
-        option("--redis-url", default=None,
-               help="Share rate limits across processes through Redis."),
-        option("--commit-window", type=click.FloatRange(min=0), default=d.commit_window,
-               help="Seconds an HTTP ingest waits to share a commit with others."),
-        option("--max-body-size", type=click.IntRange(min=1024), default=d.max_body_size,
-               help="Largest accepted request body, in bytes."),
-        option("--default-rate-limit", default=d.default_rate_limit,
-               help="Rate limit of keys created without one, e.g. 100/s."),
-    ])
+    return _stacked(f, section_options(HttpConfig))
 
 
 def build_config(params: dict[str, Any]) -> Config:
     """The one Config, from the options a command was given (missing ones: defaults)."""
-    c, h = CollectorConfig(), HttpConfig()
-    get = params.get
-    host = get("host", c.host)
-    state_dir = get("state_dir") or Path("var")
-    retention_raw = get("retention_raw", c.retention_raw)
-    key_ttl = get("key_cache_ttl", c.key_cache_ttl)
-    collector = CollectorConfig(
-        host=host,
-        udp_port=get("udp_port", c.udp_port),
-        tcp_port=get("tcp_port", c.tcp_port),
-        flush_interval=get("flush_interval", c.flush_interval),
-        udp_rcvbuf=get("udp_rcvbuf", c.udp_rcvbuf),
-        max_line_length=get("max_line_length", c.max_line_length),
-        max_tcp_connections=get("max_tcp_connections", c.max_tcp_connections),
-        tcp_idle_timeout=get("tcp_idle_timeout", c.tcp_idle_timeout),
-        max_metrics=get("max_metrics", c.max_metrics),
-        max_pending_buckets=get("max_pending_buckets", c.max_pending_buckets),
-        retention_raw=retention_raw,
-        require_key=get("require_key", c.require_key),
-        key_cache_ttl=key_ttl,
-        state_dir=state_dir,
-        flush_timeout=get("flush_timeout", c.flush_timeout),
-        spool_after=get("spool_after", c.spool_after),
-        max_pending_rows=get("max_pending_rows", c.max_pending_rows),
-        spool_max_bytes=get("spool_max_bytes", c.spool_max_bytes),
-        retention_interval=float(get("retention_interval", c.retention_interval)),
-        retention_chunk=get("retention_chunk", c.retention_chunk),
-        retention_1m=get("retention_1m", c.retention_1m),
-        retention_1h=get("retention_1h", c.retention_1h),
-    )
-    http = HttpConfig(
-        host=get("http_host") or host,
-        port=get("http_port", h.port),
-        tls_cert=get("tls_cert"),
-        tls_key=get("tls_key"),
-        allow_plain_http=get("allow_plain_http", False),
-        redis_url=get("redis_url"),
-        key_cache_ttl=key_ttl,
-        commit_window=get("commit_window", h.commit_window),
-        max_body_size=get("max_body_size", h.max_body_size),
-        default_rate_limit=get("default_rate_limit", h.default_rate_limit),
-        retention_raw=retention_raw,
-        state_dir=state_dir,
-    )
-    config = Config(
-        database_url=get("database_url", "sqlite:///var/glowing-fiesta.db"),
-        log_level=get("log_level", "info"),
-        log_format=get("log_format", "text"),
-        state_dir=state_dir,
-        collector=collector,
-        http=http,
-    )
+    top = from_params(Config, params)
+    collector = from_params(CollectorConfig, params, state_dir=top.state_dir)
+    # The HTTP service shares these with the collector: one option each.
+    http = from_params(HttpConfig, params, host=collector.host,
+                       key_cache_ttl=collector.key_cache_ttl,
+                       retention_raw=collector.retention_raw, state_dir=top.state_dir)
+    config = dataclasses.replace(top, collector=collector, http=http,
+                                 admin=from_params(AdminConfig, params))
     try:
         return config.validate()
     except ConfigError as exc:
@@ -226,23 +205,15 @@ def main() -> None:
 
 def _serve(params: dict[str, Any], *, collector: bool, http: bool) -> None:
     config = build_config(params)
-    admin = AdminConfig(
-        host=params.get("admin_host") or AdminConfig().host,
-        port=params.get("admin_port"),
-        self_metrics=bool(params.get("self_metrics")),
-    )
     configure_logging(config.log_level, config.log_format)
     # systemd's NOTIFY_SOCKET and WATCHDOG_USEC: read here, the one place that reads
     # the environment.
     notifier = Notifier.from_environ(os.environ)
-    workers = int(params.get("workers") or 1)
-    if workers > 1:
-        if admin.port is not None:
-            raise click.UsageError("--admin-port cannot be used with --workers")
-        raise SystemExit(run_workers(config, workers, collector=collector, http=http,
+    if config.workers > 1:  # validate() refused --admin-port with it
+        raise SystemExit(run_workers(config, config.workers, collector=collector, http=http,
                                      notifier=notifier))
     raise SystemExit(run_async(run_services(
-        config, collector=collector, http=http, notifier=notifier, admin=admin)))
+        config, collector=collector, http=http, notifier=notifier)))
 
 
 @main.command()
@@ -255,10 +226,7 @@ def run(**params: Any) -> None:
     _serve(params, collector=True, http=True)
 
 
-WORKERS = option(
-    "--workers", type=click.IntRange(1, 256), default=1,
-    help="Processes sharing the ports (SO_REUSEPORT), one event loop each.",
-)
+WORKERS = field_option(Config, "workers")
 
 
 @main.command()
@@ -274,14 +242,10 @@ def collector(**params: Any) -> None:
 @main.command()
 @common_options
 @http_options
-@option("--host", default="127.0.0.1", help="Address for the HTTP service.")
-@option("--retention-raw", type=DURATION, default="7d",
-        help="Oldest timestamp accepted by HTTP ingest.")
-@option("--key-cache-ttl", type=click.FloatRange(min=0), default=10.0,
-        help="Seconds an API-key lookup is cached (revocation delay).")
-@option("--spool-max-bytes", type=click.IntRange(min=0),
-        default=CollectorConfig().spool_max_bytes,
-        help="Spool size budget in bytes (compressed); 0: only the disk limits it.")
+@field_option(CollectorConfig, "host", help="Address for the HTTP service.")
+@field_option(CollectorConfig, "retention_raw", help="Oldest timestamp accepted by HTTP ingest.")
+@field_option(CollectorConfig, "key_cache_ttl")
+@field_option(CollectorConfig, "spool_max_bytes")
 @WORKERS
 def serve(**params: Any) -> None:
     """The HTTP query and ingest service only."""
@@ -312,13 +276,25 @@ def keys() -> None:
     """API keys: create, list, revoke."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewKey:
+    """The options of ``keys create`` (its own, not configuration)."""
+
+    scopes: str = dataclasses.field(default="write,read", metadata=cli(
+        "--scopes", "Comma-separated: write (ingest), read (queries)."))
+    rate_limit: str | None = dataclasses.field(default=None, metadata=cli(
+        "--rate-limit",
+        "Requests per key, e.g. 100/s or 6000/m [default: --default-rate-limit]."))
+
+
+def new_key_options(f: F) -> F:
+    return _stacked(f, section_options(NewKey))
+
+
 @keys.command("create")
 @common_options
 @click.argument("name")
-@click.option("--scopes", default="write,read", show_default=True,
-              help="Comma-separated: write (ingest), read (queries).")
-@click.option("--rate-limit", default=None,
-              help="Requests per key, e.g. 100/s or 6000/m [default: --default-rate-limit].")
+@new_key_options
 def keys_create(name: str, scopes: str, rate_limit: str | None, **params: Any) -> None:
     """Create a key and print its token (shown once: only its SHA-256 is stored)."""
     config = build_config(params)
@@ -384,16 +360,15 @@ def retention() -> None:
 
 @retention.command("run")
 @common_options
-@option("--retention-raw", type=DURATION, default="7d", help="Keep per-second points this long.")
-@option("--retention-1m", type=DURATION, default="90d",
-        help="How long per-minute rollups (points_1m) are kept.")
-@option("--retention-1h", type=DURATION, default="730d",
-        help="How long per-hour rollups (points_1h) are kept.")
-@click.option("--chunk", type=click.IntRange(min=1), default=10_000, show_default=True,
+@field_option(CollectorConfig, "retention_raw", help="Keep per-second points this long.")
+@field_option(CollectorConfig, "retention_1m")
+@field_option(CollectorConfig, "retention_1h")
+@field_option(CollectorConfig, "retention_chunk", flag="--chunk",
               help="Rows deleted per metric per statement.")
-def retention_run(chunk: int, **params: Any) -> None:
+def retention_run(**params: Any) -> None:
     """One retention pass over every level: expired rows deleted in small chunks."""
     config = build_config(params)
+    chunk = config.collector.retention_chunk
 
     async def go(store: Store) -> int:
         now = int(time.time())
@@ -415,9 +390,27 @@ def quarantine() -> None:
     """Batches the database refused for good: list, replay, discard."""
 
 
-def _quarantine_ids(ids: tuple[int, ...], every: bool) -> None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuarantinePick:
+    """The options of ``quarantine replay`` and ``discard`` (their own, not configuration)."""
+
+    all: bool = dataclasses.field(default=False, metadata=cli(
+        "--all", "Every quarantined batch, instead of the IDs given."))
+
+
+def quarantine_pick_options(f: F) -> F:
+    return _stacked(f, section_options(QuarantinePick))
+
+
+def _quarantine_ids(ids: tuple[str, ...], params: dict[str, Any]) -> tuple[set[int], bool]:
+    """(the IDs named, --all), or a usage error unless exactly one of them is given."""
+    every = bool(params.pop("all"))
     if bool(ids) == every:
-        raise click.UsageError("name quarantined batch IDs, or --all")
+        raise click.UsageError("name quarantined batch IDs (see quarantine list), or --all")
+    try:
+        return {int(i) for i in ids}, every
+    except ValueError:
+        raise click.UsageError(f"batch IDs are numbers: {' '.join(ids)}") from None
 
 
 @quarantine.command("list")
@@ -446,13 +439,13 @@ def quarantine_list(**params: Any) -> None:
 
 @quarantine.command("replay")
 @common_options
-@click.argument("ids", nargs=-1, type=int)
-@click.option("--all", "every", is_flag=True, help="Every quarantined batch.")
-def quarantine_replay(ids: tuple[int, ...], every: bool, **params: Any) -> None:
+@click.argument("ids", nargs=-1)
+@quarantine_pick_options
+def quarantine_replay(ids: tuple[str, ...], **params: Any) -> None:
     """Write quarantined batches to the database again (after fixing the cause); those it
     takes leave the quarantine, the others stay with the new error. Exactly once: a
     batch keeps the (writer, seq) it was set aside with."""
-    _quarantine_ids(ids, every)
+    chosen_ids, every = _quarantine_ids(ids, params)
     config = build_config(params)
 
     async def go(store: Store) -> int:
@@ -460,7 +453,7 @@ def quarantine_replay(ids: tuple[int, ...], every: bool, **params: Any) -> None:
         failed = 0
         try:
             for b in await held.list():
-                if not every and b.id not in ids:
+                if not every and b.id not in chosen_ids:
                     continue
                 batch = await held.get(b.id)
                 if batch is None:
@@ -484,17 +477,17 @@ def quarantine_replay(ids: tuple[int, ...], every: bool, **params: Any) -> None:
 
 @quarantine.command("discard")
 @common_options
-@click.argument("ids", nargs=-1, type=int)
-@click.option("--all", "every", is_flag=True, help="Every quarantined batch.")
-def quarantine_discard(ids: tuple[int, ...], every: bool, **params: Any) -> None:
+@click.argument("ids", nargs=-1)
+@quarantine_pick_options
+def quarantine_discard(ids: tuple[str, ...], **params: Any) -> None:
     """Delete quarantined batches for good."""
-    _quarantine_ids(ids, every)
+    chosen_ids, every = _quarantine_ids(ids, params)
     config = build_config(params)
 
     async def go() -> int:
         held = Quarantine(config.state_dir)
         try:
-            chosen = [b.id for b in await held.list() if every or b.id in ids]
+            chosen = [b.id for b in await held.list() if every or b.id in chosen_ids]
             for quarantine_id in chosen:
                 await held.remove(quarantine_id)
         finally:

@@ -10,7 +10,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.config import CollectorConfig
+from collector.config import AdminConfig, CollectorConfig
+from protocol.options import cli
 from protocol.units import parse_rate_limit
 from query.config import HttpConfig
 
@@ -21,12 +22,25 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    database_url: str = "sqlite:///var/glowing-fiesta.db"
-    log_level: str = "info"
-    log_format: str = "text"
-    state_dir: Path = Path("var")
+    """Fields with ``metadata=cli(...)`` are command-line options (protocol.options)."""
+
+    database_url: str = field(default="sqlite:///var/glowing-fiesta.db", metadata=cli(
+        "--database-url",
+        "sqlite:///relative/path, sqlite:////abs/path or mysql://user:pass@host:port/db"))
+    log_level: str = field(default="info", metadata=cli(
+        "--log-level", "Least severe log level written to stderr.",
+        choices=("debug", "info", "warning", "error")))
+    log_format: str = field(default="text", metadata=cli(
+        "--log-format", "One line per event: plain text, or one JSON object per line.",
+        choices=("text", "json")))
+    state_dir: Path = field(default=Path("var"), metadata=cli(
+        "--state-dir", "Directory for local state (the spool)."))
+    workers: int = field(default=1, metadata=cli(
+        "--workers", "Processes sharing the ports (SO_REUSEPORT), one event loop each.",
+        min=1, max=256))
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self) -> Config:
         """Raise ConfigError for combinations that cannot work."""
@@ -37,6 +51,8 @@ class Config:
             raise ConfigError("--flush-interval must be positive")
         if c.max_line_length < 64:
             raise ConfigError("--max-line-length must be at least 64")
+        if self.workers > 1 and self.admin.port is not None:
+            raise ConfigError("--admin-port cannot be used with --workers")
         h = self.http
         try:
             parse_rate_limit(h.default_rate_limit)

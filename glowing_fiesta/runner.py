@@ -61,7 +61,7 @@ async def run_services(
     ``reuse_port``/``worker``: one of the --workers processes (glowing_fiesta.workers).
     """
     notifier = notifier or Notifier()
-    admin = admin or AdminConfig()
+    admin = admin or config.admin
     notifier.status("starting: opening the database")
     store = open_store(config.database_url)
     stop = asyncio.Event()

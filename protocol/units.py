@@ -23,6 +23,18 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    """604800 -> ``"7d"``: the largest of d, h, m, s that divides it (the inverse of
+    parse_duration for what it prints; weeks are left as days, as people write them)."""
+    whole = int(seconds)
+    if whole != seconds or whole <= 0:
+        return f"{seconds:g}"
+    for unit in ("d", "h", "m"):
+        if whole % _UNIT_SECONDS[unit] == 0:
+            return f"{whole // _UNIT_SECONDS[unit]}{unit}"
+    return f"{whole}s"
+
+
 def parse_interval(text: str) -> int:
     """A query interval: second/minute/hour/day or ``10s``, ``5m``, ``1h``, ``1d``.
 

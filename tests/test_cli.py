@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import signal
 import time
 from pathlib import Path
 
 import click
+import pytest
+from click.testing import CliRunner
 
+from collector.config import AdminConfig, CollectorConfig
 from glowing_fiesta import __version__
-from glowing_fiesta.cli import build_config, main
+from glowing_fiesta.cli import (
+    NewKey,
+    QuarantinePick,
+    build_config,
+    cli_spec,
+    field_default,
+    main,
+)
+from glowing_fiesta.config import Config
+from protocol.units import format_duration, parse_duration
+from query.config import HttpConfig
 from store import Batch, Store, open_store
 from tests.daemon import DaemonProcess, run_cli
 from tests.linegen import make_load
@@ -197,3 +212,101 @@ def test_serve_takes_the_spool_budget_of_its_own_spool() -> None:
         assert cmd is not None
         ctx = cmd.make_context(command, ["--spool-max-bytes", "12345"])
         assert build_config(ctx.params).collector.spool_max_bytes == 12345, command
+
+
+def commands() -> dict[str, click.Command]:
+    """Every leaf command by its path ("run", "keys create", ...)."""
+    out: dict[str, click.Command] = {}
+
+    def walk(command: click.Command, path: str) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, f"{path} {name}".strip())
+        else:
+            out[path] = command
+
+    walk(main, "")
+    return out
+
+
+def test_every_option_has_its_gf_variable() -> None:
+    for path, command in commands().items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                flag = param.opts[0].lstrip("-").replace("-", "_").upper()
+                assert param.envvar == f"GF_{flag}", (path, param.opts)
+                assert param.show_envvar, (path, param.opts)
+
+
+def test_option_defaults_are_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each default is written once, on its dataclass field: every command given no
+    option builds exactly Config(), and each option's default, as click parses it, is
+    its field's default."""
+    for name in list(os.environ):
+        if name.startswith("GF_") and not name.startswith("GF_TEST_"):
+            monkeypatch.delenv(name)
+    specs = {}
+    for cls in (Config, CollectorConfig, HttpConfig, AdminConfig, NewKey, QuarantinePick):
+        for f in dataclasses.fields(cls):
+            spec = cli_spec(f)
+            if spec is not None:
+                assert spec.name not in specs, f"two fields are {spec.flag}"
+                specs[spec.name] = (spec, field_default(f))
+    for path, command in commands().items():
+        arguments = [p for p in command.params if isinstance(p, click.Argument)]
+        ctx = command.make_context(path, ["x"] * len(arguments))
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                ctx.params.pop(str(param.name))
+                continue
+            spec, default = specs[param.name]
+            if spec.default_from is None:
+                assert param.type_cast_value(ctx, param.default) == default, param.opts
+            else:
+                assert param.default is None, param.opts
+        for own in ("scopes", "rate_limit", "all"):  # not configuration
+            ctx.params.pop(own, None)
+        assert build_config(ctx.params) == Config(), path
+    assert NewKey() == NewKey(scopes="write,read", rate_limit=None)
+
+
+async def test_durations_show_as_written_and_new_variables_work(tmp_path: Path) -> None:
+    status, out, _ = await run_cli("retention", "run", "--help")
+    out = " ".join(out.split())  # --help wraps lines
+    assert status == 0 and "default: 7d" in out and "default: 730d" in out
+    assert "GF_CHUNK" in out
+    status, out, _ = await run_cli("keys", "create", "--help")
+    assert status == 0 and "GF_SCOPES" in out and "GF_RATE_LIMIT" in out
+    cmd = main.get_command(click.Context(main), "retention")
+    assert isinstance(cmd, click.Group)
+    ctx = cmd.commands["run"].make_context("run", ["--chunk", "7", "--retention-1m", "2w"])
+    config = build_config(ctx.params)
+    assert config.collector.retention_chunk == 7 and config.collector.retention_1m == 14 * 86400
+
+
+def test_scopes_and_rate_limit_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    created = CliRunner().invoke(main, ["keys", "create", "envkey", "--database-url", url],
+                                 env={"GF_SCOPES": "read", "GF_RATE_LIMIT": "7/s"})
+    assert created.exit_code == 0, created.output
+    listing = CliRunner().invoke(main, ["keys", "list", "--database-url", url]).output
+    row = next(line for line in listing.splitlines() if line.startswith("envkey"))
+    assert row.split()[2:4] == ["read", "7/s"]
+
+
+def test_admin_options_join_the_one_config() -> None:
+    cmd = main.get_command(click.Context(main), "collector")
+    assert cmd is not None
+    ctx = cmd.make_context("collector", ["--admin-port", "0", "--self-metrics",
+                                         "--admin-host", "127.0.0.2"])
+    assert build_config(ctx.params).admin == AdminConfig("127.0.0.2", 0, True)
+    ctx = cmd.make_context("collector", ["--admin-port", "0", "--workers", "2"])
+    with pytest.raises(click.UsageError, match="--admin-port cannot be used with --workers"):
+        build_config(ctx.params)
+
+
+def test_durations_are_shown_as_people_write_them() -> None:
+    for seconds, text in [(7 * 86400, "7d"), (730 * 86400, "730d"), (300.0, "5m"),
+                          (7200, "2h"), (90, "90s"), (0, "0")]:
+        assert format_duration(seconds) == text
+        assert parse_duration(text) == seconds

@@ -3,8 +3,8 @@ variable they or the example EnvironmentFile set is a real option that builds a 
 Config.
 
 `systemd-analyze` comes with Debian's ``systemd`` package. The units run
-/usr/local/bin/glowing-fiesta (README "Deployment"); `verify` wants that file to exist, so
-it checks copies that run this environment's console script instead.
+/usr/local/bin/glowing-fiesta (docs/operations.md "Deployment"); `verify` wants that file
+to exist, so it checks copies that run this environment's console script instead.
 """
 
 from __future__ import annotations
