@@ -34,3 +34,6 @@ class CollectorConfig:
     # -- rollups (store.rollups): how long each level is kept --
     retention_1m: int = 90 * 86400  # points_1m
     retention_1h: int = 730 * 86400  # points_1h
+    # -- Graphite plaintext (collector.carbon) --
+    carbon_port: int | None = None  # TCP and UDP; None: no carbon listener
+    carbon_counter_pattern: str | None = None  # regex; matching names are counters

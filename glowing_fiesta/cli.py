@@ -116,6 +116,12 @@ def collector_options(f: F) -> F:
                help="Time between the collector's retention passes; 0: none."),
         option("--retention-chunk", type=click.IntRange(min=1), default=d.retention_chunk,
                help="Rows a retention statement deletes per metric."),
+        option("--carbon-port", type=click.IntRange(0, 65535), default=d.carbon_port,
+               help="TCP and UDP port for Graphite plaintext lines (carbon's 2003); 0 "
+               "binds an ephemeral port [default: no carbon listener]."),
+        option("--carbon-counter-pattern", default=d.carbon_counter_pattern,
+               help="Regular expression: carbon names it is found in are counters, the "
+               "others values [default: all values]."),
     ])
 
 
@@ -188,6 +194,8 @@ def build_config(params: dict[str, Any]) -> Config:
         retention_chunk=get("retention_chunk", c.retention_chunk),
         retention_1m=get("retention_1m", c.retention_1m),
         retention_1h=get("retention_1h", c.retention_1h),
+        carbon_port=get("carbon_port", c.carbon_port),
+        carbon_counter_pattern=get("carbon_counter_pattern", c.carbon_counter_pattern),
     )
     http = HttpConfig(
         host=get("http_host") or host,

@@ -7,6 +7,7 @@ this one has to import it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,11 @@ class Config:
             raise ConfigError("--flush-interval must be positive")
         if c.max_line_length < 64:
             raise ConfigError("--max-line-length must be at least 64")
+        if c.carbon_counter_pattern is not None:
+            try:
+                re.compile(c.carbon_counter_pattern)
+            except re.error as exc:
+                raise ConfigError(f"--carbon-counter-pattern: {exc}") from None
         h = self.http
         try:
             parse_rate_limit(h.default_rate_limit)
