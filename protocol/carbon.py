@@ -39,6 +39,7 @@ _TOKEN = re.compile(rb"gf_[0-9A-Za-z]{32}")
 _TIMESTAMP = re.compile(rb"[0-9]{1,12}(?:\.[0-9]*)?")
 _NOW: Final = (b"-1", b"N")
 _HEAD_CACHE_LIMIT: Final = 200_000
+_TAIL_CACHE_LIMIT: Final = 10_000
 
 # head (the name field as sent) -> (token, name, kind, tagged)
 _Head = tuple[str | None, str, Kind, bool]
@@ -61,6 +62,9 @@ class CarbonParser:
         self.max_age = max_age
         self.counter_pattern = None if counter_pattern is None else re.compile(counter_pattern)
         self._heads: dict[bytes, _Head] = {}
+        # b"value timestamp" -> (value, timestamp), valid for the second ``_tails_now``
+        self._tails: dict[bytes, tuple[float, int | None]] = {}
+        self._tails_now = 0
 
     def parse(self, data: bytes, now: int) -> Parsed:
         samples: list[Sample] = []
@@ -70,7 +74,23 @@ class CarbonParser:
         max_len = self.max_line_length
         oldest = now - self.max_age
         newest = now + FUTURE_TOLERANCE
+        tails = self._tails
+        if self._tails_now != now:  # the window moved: re-check the cached timestamps
+            tails.clear()
+            self._tails_now = now
         for line in data.split(b"\n"):
+            # The common shape first: "name value timestamp", single spaces, a name and
+            # a "value timestamp" seen before (both repeat: names by the thousand,
+            # "1 1790000000" for a whole second).
+            head, _space, rest = line.partition(b" ")
+            entry = heads.get(head)
+            if entry is not None:
+                tail = tails.get(rest)
+                if tail is not None and len(line) <= max_len:
+                    if entry[3]:
+                        tagged += 1
+                    samples.append(Sample(entry[1], entry[2], tail[0], 1.0, tail[1], entry[0]))
+                    continue
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > max_len:
@@ -118,6 +138,10 @@ class CarbonParser:
             if has_tags:
                 tagged += 1
             samples.append(Sample(name, kind, value, 1.0, timestamp, token))
+            if rest == raw_value + b" " + raw_ts:  # the common shape: remember the tail
+                if len(tails) >= _TAIL_CACHE_LIMIT:
+                    tails.clear()
+                tails[rest] = (value, timestamp)
         return Parsed(samples, errors, tagged)
 
     def _split_head(self, head: bytes) -> _Head | None:

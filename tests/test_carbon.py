@@ -304,3 +304,14 @@ async def test_idle_carbon_connection_is_closed(sqlite_store: Store, tmp_path: P
         assert await asyncio.wait_for(reader.read(), 30) == b""
         writer.close()
     assert daemon.stats.tcp_idle_closed == 1
+
+
+def test_cached_lines_are_rechecked_when_the_clock_moves() -> None:
+    """The parser remembers "value timestamp" tails it accepted, for the second it
+    accepted them in: a timestamp at the edge of the window is refused a second later."""
+    parser = CarbonParser(max_age=100)
+    edge = b"edge.a 1 %d\nedge.a 1 %d" % (NOW - 100, NOW - 100)
+    assert [s.timestamp for s in parser.parse(edge, NOW).samples] == [NOW - 100] * 2
+    later = parser.parse(edge, NOW + 1)
+    assert later.samples == []
+    assert [e.reason for e in later.errors] == [Reason.BAD_TIMESTAMP] * 2
