@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import socket
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from protocol.carbon import CarbonParser
 from protocol.lines import Reason, Sample
 from protocol.names import COUNTER, VALUE
 from store import Store, open_store
+from tests.daemon import DaemonProcess, run_cli
 from tests.http_support import new_key, stored_points
 
 NOW = int(time.time())
@@ -315,3 +317,39 @@ def test_cached_lines_are_rechecked_when_the_clock_moves() -> None:
     later = parser.parse(edge, NOW + 1)
     assert later.samples == []
     assert [e.reason for e in later.errors] == [Reason.BAD_TIMESTAMP] * 2
+
+
+# -- the installed CLI -----------------------------------------------------------------
+
+
+async def test_cli_carbon_port_and_counter_pattern(tmp_path: Path) -> None:
+    """`glowing-fiesta run --carbon-port 0 --carbon-counter-pattern ...` as a real
+    process: a value over TCP, a counter over UDP, stored with their kinds; an invalid
+    pattern is a usage error."""
+    daemon = await DaemonProcess.start(
+        "run", "--udp-port", "0", "--tcp-port", "0", "--http-port", "0",
+        "--carbon-port", "0", "--carbon-counter-pattern", r"\.hits$", cwd=tmp_path,
+    )
+    try:
+        index = await daemon.wait_for_log(r"listening on carbon TCP")
+        port = int(daemon.log[index].rsplit(":", 1)[1])
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(line("cli.load 0.5 {ts}\n"))
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await send_udp(("127.0.0.1", port), [line("cli.hits 3 {ts}\ncli.hits 4 {ts}")])
+    finally:
+        status = await daemon.stop(signal.SIGTERM)
+    assert status == 0, daemon.transcript()
+    store = open_store(f"sqlite:///{tmp_path / 'var' / 'glowing-fiesta.db'}")
+    try:
+        assert await stored_points(store) == {"cli.load": [(TS, 1.0, 0.5, 0.5, 0.5)],
+                                              "cli.hits": [(TS, 2.0, 7.0, 3.0, 4.0)]}
+        hits = await store.get_metric("cli.hits")
+        assert hits is not None and hits.kind == COUNTER
+    finally:
+        await store.close()
+    status, _out, err = await run_cli("collector", "--carbon-port", "0",
+                                      "--carbon-counter-pattern", "(", cwd=tmp_path)
+    assert status == 2 and "--carbon-counter-pattern" in err
