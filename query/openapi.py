@@ -485,11 +485,11 @@ def _stathat_paths(config: HttpConfig) -> Json:
                             *_LIMIT_HEADERS),
         }
         if post:
+            out["400"] = response("The body is malformed (JSON, or a form that is not "
+                                  "UTF-8 or lacks its multipart boundary).")
             out["413"] = response("The body is larger than the limit.")
             out["415"] = response("The body is not a form" + (" or JSON." if json_body
                                                                else "."))
-        if json_body:
-            out["400"] = response("The JSON body is malformed.")
         return out
 
     def operation(method: str, op_id: str, summary: str, key_field: str, stat_field: str,

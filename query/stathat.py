@@ -100,7 +100,11 @@ async def _form(
     fields: dict[str, Any] = {}
     if request.method == "POST":
         if request.content_type in FORM_TYPES:
-            for name, value in (await request.post()).items():
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError) as exc:  # no boundary, not UTF-8
+                raise ApiError(400, f"malformed form body: {exc}") from None
+            for name, value in form.items():
                 fields.setdefault(name, value)
         elif request.body_exists:
             raise ApiError(415, f"Content-Type must be {FORM_TYPES[0]} (or {JSON} for "

@@ -184,6 +184,18 @@ CASES: list[Case] = [
          stored={"body_wins": (COUNTER, [(None, 1, 5)])}),
     Case("not a form", "POST", "/ez", raw=("text/plain", b"ezkey=x&stat=x&count=1"),
          http=415, status=415, msg="Content-Type must be"),
+    Case("a form body not UTF-8", "POST", "/ez",
+         raw=("application/x-www-form-urlencoded", b"ezkey=x&stat=\xff&count=1"),
+         http=400, status=400, msg="malformed form body"),
+    Case("multipart without its boundary", "POST", "/c",
+         raw=("multipart/form-data", b"--x\r\n"), http=400, status=400,
+         msg="malformed form body"),
+    Case("multipart form", "POST", "/v", raw=(
+        "multipart/form-data; boundary=b",
+        b"--b\r\nContent-Disposition: form-data; name=\"ukey\"\r\n\r\n{key}\r\n"
+        b"--b\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nmultipart v\r\n"
+        b"--b\r\nContent-Disposition: form-data; name=\"value\"\r\n\r\n4\r\n--b--\r\n"),
+        stored={"multipart_v": (VALUE, [(None, 1, 4)])}),
     # -- the JSON bulk form --
     Case("json bulk", "POST", "/ez", json={"ezkey": K, "data": [
         {"stat": "bulk count", "count": 2},
@@ -266,7 +278,7 @@ async def run_case(api: Any, case: Case, keys: dict[str, str]) -> None:
     elif case.json is not None:
         kwargs["json"] = filled(case.json, keys)
     elif case.raw is not None:
-        kwargs["data"] = case.raw[1]
+        kwargs["data"] = case.raw[1].replace(b"{key}", keys[K].encode())
         kwargs["headers"] = {"Content-Type": case.raw[0]}
     response = await api.request(case.method, case.path, **kwargs)
     body = await response.json()
