@@ -7,6 +7,7 @@ sent is either stored or counted as dropped."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import signal
 import socket
@@ -18,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collector.config import CollectorConfig
 from collector.daemon import Collector
@@ -131,6 +134,23 @@ def test_key_prefix_is_split_off_and_kept() -> None:
     token = "gf_" + "a" * 32
     parsed = CarbonParser().parse(f"{token}.app.load 0.5 N".encode(), NOW)
     assert parsed.samples == [Sample("app.load", VALUE, 0.5, 1.0, None, token)]
+
+
+@given(st.lists(st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([c.line for c in CASES]),
+    st.builds(lambda n, v, t: b"%s %s %s" % (n, v, t),
+              st.sampled_from([b"a.b", b"gf_" + b"x" * 32 + b".k", b"a;t=1", b"\xff"]),
+              st.sampled_from([b"1", b"-0.5", b"nan", b"1e308", b"1e309", b"", b"+1"]),
+              st.sampled_from([b"N", b"-1", b"%d" % TS, b"%d.9" % TS, b"0", b"x"])),
+), max_size=20))
+def test_parser_never_raises_and_keeps_only_finite_samples(lines: list[bytes]) -> None:
+    parsed = CarbonParser(max_line_length=MAX_LINE).parse(b"\n".join(lines), NOW)
+    for sample in parsed.samples:
+        assert math.isfinite(sample.value)
+        assert sample.timestamp is None or NOW - 7 * 86400 <= sample.timestamp <= NOW + 300
+    assert len(parsed.samples) + len(parsed.errors) <= sum(
+        1 for chunk in b"\n".join(lines).split(b"\n") if chunk.strip())
 
 
 # -- over real sockets --------------------------------------------------------------
