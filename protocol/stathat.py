@@ -42,6 +42,7 @@ from protocol.names import COUNTER, VALUE, Kind, name_error
 from protocol.points import MAX_BATCH_POINTS, FieldError, InvalidPoints, Point, Window
 
 MAX_STAT_LENGTH: Final = 255  # StatHat's limit on a stat name as sent
+MAX_POINTS: Final = 10 * MAX_BATCH_POINTS  # points of one request once fanned out
 FAN_OUT: Final = "~"
 
 EZ_FIELDS: Final = frozenset({"ezkey", "stat", "count", "value", "t"})
@@ -154,6 +155,9 @@ def ez_json_points(body: object, window: Window) -> list[Point]:
             continue
         errors.extend(_unknown(item, _JSON_STAT_FIELDS, index))
         points.extend(_points(item, None, window, index, errors, stat_field="stat"))
+    if not errors and len(points) > MAX_POINTS:
+        errors.append(FieldError(None, "data", f"fans out to {len(points)} points; at "
+                                               f"most {MAX_POINTS} in one request"))
     if errors:
         raise InvalidPoints(errors[:100])
     return points

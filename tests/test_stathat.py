@@ -213,6 +213,9 @@ CASES: list[Case] = [
     Case("json: data over 1000", "POST", "/ez",
          json={"ezkey": K, "data": [{"stat": "n", "count": 1}] * 1001},
          **invalid("data: must hold 1 to 1000")),
+    Case("json: fans out to too many points", "POST", "/ez",
+         json={"ezkey": K, "data": [{"stat": "p~" + ",".join("abcdefghijk"), "count": 1}]
+               * 1000}, **invalid("data: fans out to 11000 points; at most 10000")),
     Case("json: data not an array", "POST", "/ez", json={"ezkey": K, "data": {}},
          **invalid("data: is required: an array")),
     Case("json: a stat not an object", "POST", "/ez", json={"ezkey": K, "data": [3]},
