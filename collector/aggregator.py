@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
-from protocol.lines import KIND_BY_TYPE, NUMBER, LineParser, Reason, Sample
+from protocol.lines import KIND_BY_TYPE, NUMBER, LineParser, Parsed, Reason, Sample
 from protocol.names import Kind
 
 # ts -> name -> [cnt, sum, mn, mx, kind]. Each bucket carries its kind, so a bucket
@@ -209,7 +209,11 @@ class Aggregator:
 
     def _feed_parsed(self, data: bytes, now: int) -> None:
         """The general path: the full parser, then ``add`` per sample."""
-        parsed = self.parser.parse(data, now)
+        self.add_parsed(self.parser.parse(data, now), now)
+
+    def add_parsed(self, parsed: Parsed, now: int) -> None:
+        """Aggregate what a parser made of arrived lines (the line protocol's, or
+        another protocol's: carbon), counted, keyed and bounded alike."""
         stats = self.stats
         stats.lines += len(parsed.samples) + len(parsed.errors)
         stats.tags_ignored += parsed.tags_ignored

@@ -75,6 +75,15 @@ class CollectorConfig:
     retention_1h: int = field(default=730 * 86400, metadata=cli(
         "--retention-1h", "How long per-hour rollups (points_1h) are kept.", duration=True))
 
+    # -- Graphite plaintext (collector.carbon) --
+    carbon_port: int | None = field(default=None, metadata=cli(  # None: no carbon listener
+        "--carbon-port",
+        "TCP and UDP port for Graphite plaintext lines (carbon's 2003); 0 binds an "
+        "ephemeral port [default: no carbon listener].", min=0, max=65535))
+    carbon_counter_pattern: str | None = field(default=None, metadata=cli(
+        "--carbon-counter-pattern",
+        "Regular expression: carbon names it is found in are counters, the others values "
+        "[default: all values]."))
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:

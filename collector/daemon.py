@@ -17,9 +17,11 @@ import time
 from typing import Any
 
 from collector.aggregator import KEY_BAD, KEY_OK, KEY_UNKNOWN, Aggregator
+from collector.carbon import CarbonListener
 from collector.config import CollectorConfig
 from collector.flusher import Flusher
 from collector.listeners import (
+    LineSink,
     TcpProtocol,
     UdpProtocol,
     accept_backlog,
@@ -86,6 +88,8 @@ class Collector:
         self._tasks: set[asyncio.Task[None]] = set()  # key lookups
         self._flush_task: asyncio.Task[None] | None = None
         self._housekeeping: list[asyncio.Task[None]] = []  # cancelled at shutdown
+        self.carbon = (None if config.carbon_port is None
+                       else CarbonListener(config, self.aggregator, self.stats))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -130,6 +134,10 @@ class Collector:
             )
             self.tcp_address = self._tcp_server.sockets[0].getsockname()[:2]
             log.info("listening on TCP %s:%d", *self.tcp_address)
+        if self.carbon is not None:
+            carbon_feed = self.carbon.feed
+            await self.carbon.start(lambda: self._tcp_protocol(carbon_feed),
+                                    reuse_port=self.reuse_port)
         self._flush_task = asyncio.create_task(self.flusher.run(self._stopping))
         self._housekeeping.append(asyncio.create_task(self._close_idle_connections()))
         if not self.writer.store_ready.is_set():
@@ -153,6 +161,8 @@ class Collector:
             return
         self._shutting_down = True
         log.info("collector shutting down: draining sockets")
+        if self.carbon is not None:
+            await self.carbon.stop_intake(self.config.drain_timeout / 2)
         if self._tcp_server is not None:
             await self._accept_pending()
             self._tcp_server.close()  # no new connections
@@ -163,6 +173,8 @@ class Collector:
             connection.close()
         if self._tcp_server is not None:
             await self._tcp_server.wait_closed()
+        if self.carbon is not None:
+            await self.carbon.wait_closed()
         self._stopping.set()
         for task in self._housekeeping:
             task.cancel()
@@ -255,12 +267,14 @@ class Collector:
 
     # -- TCP bounds -------------------------------------------------------------
 
-    def _tcp_protocol(self) -> asyncio.Protocol:
+    def _tcp_protocol(self, sink: LineSink | None = None) -> asyncio.Protocol:
         """A protocol for a new connection; past --max-tcp-connections one that closes
-        it at once (counted; logged at most every 10 s however hard the flood)."""
+        it at once (counted; logged at most every 10 s however hard the flood).
+        ``sink``: where its lines go (default: the aggregator, as StatsD lines)."""
         if len(self._tcp_connections) >= self.config.max_tcp_connections:
             return _Refused(self.stats, self._limited_log, self.config.max_tcp_connections)
-        return TcpProtocol(self.aggregator, self.stats, self.config, self._tcp_connections)
+        return TcpProtocol(sink or self.aggregator, self.stats, self.config,
+                           self._tcp_connections)
 
     # -- housekeeping ----------------------------------------------------------
 

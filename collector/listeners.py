@@ -11,9 +11,8 @@ import socket
 import struct
 import termios
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
 from protocol.framing import LineBuffer
@@ -25,8 +24,15 @@ log = logging.getLogger(__name__)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
+class LineSink(Protocol):
+    """Where a listener hands the bytes it received: the Aggregator (StatsD lines), or
+    collector.carbon.CarbonFeed (Graphite's plaintext lines)."""
+
+    def feed(self, data: bytes, now: int) -> None: ...
+
+
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, aggregator: Aggregator, stats: CollectorStats) -> None:
+    def __init__(self, aggregator: LineSink, stats: CollectorStats) -> None:
         self.aggregator = aggregator
         self.stats = stats
         self.transport: asyncio.DatagramTransport | None = None
@@ -50,7 +56,7 @@ class TcpProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        aggregator: Aggregator,
+        aggregator: LineSink,
         stats: CollectorStats,
         config: CollectorConfig,
         connections: set[TcpProtocol],

@@ -49,6 +49,8 @@ class CollectorMetrics:
         yield counter("samples", "Samples accepted into the aggregator.", stats.samples)
         yield counter("tags_ignored", "Accepted lines whose DogStatsD |#tags were ignored.",
                       stats.tags_ignored)
+        yield counter("carbon_lines", "Graphite plaintext lines received (also in lines).",
+                      stats.carbon_lines)
         dropped = CounterMetricFamily(PREFIX + "lines_dropped", "Lines dropped, by reason.",
                                       labels=["reason"])
         for reason in Reason:  # every reason, zeros included, so rate() works from the start

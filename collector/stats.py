@@ -26,6 +26,7 @@ class CollectorStats(WriterStats):
     lines: int = 0  # lines seen, good or bad
     samples: int = 0  # lines aggregated
     tags_ignored: int = 0
+    carbon_lines: int = 0  # Graphite plaintext lines seen (also in ``lines``)
     drops: Counter[Reason] = field(default_factory=Counter)
     tcp_connections: int = 0
     tcp_refused: int = 0  # connections over --max-tcp-connections

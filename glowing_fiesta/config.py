@@ -7,6 +7,7 @@ this one has to import it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,11 @@ class Config:
             raise ConfigError("--max-line-length must be at least 64")
         if self.workers > 1 and self.admin.port is not None:
             raise ConfigError("--admin-port cannot be used with --workers")
+        if c.carbon_counter_pattern is not None:
+            try:
+                re.compile(c.carbon_counter_pattern)
+            except re.error as exc:
+                raise ConfigError(f"--carbon-counter-pattern: {exc}") from None
         h = self.http
         try:
             parse_rate_limit(h.default_rate_limit)

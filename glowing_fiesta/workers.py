@@ -56,7 +56,8 @@ def resolve_ports(config: Config, *, collector: bool, http: bool) -> Config:
     c, h = config.collector, config.http
     if collector:
         c = replace(c, udp_port=pick_port(c.host, c.udp_port, socket.SOCK_DGRAM),
-                    tcp_port=pick_port(c.host, c.tcp_port, socket.SOCK_STREAM))
+                    tcp_port=pick_port(c.host, c.tcp_port, socket.SOCK_STREAM),
+                    carbon_port=pick_port(c.host, c.carbon_port, socket.SOCK_STREAM))
     if http:
         h = replace(h, port=pick_port(h.host, h.port, socket.SOCK_STREAM) or h.port)
     return replace(config, collector=c, http=h)

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 
 from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
-from query import ingest, read
+from query import ingest, read, stathat
 from query.auth import guard_middleware
 from query.commit import GroupCommitter
 from query.config import HttpConfig
@@ -94,6 +94,14 @@ ROUTES: Final = (
     Route("GET", "/api/openapi.json", openapi_json, "openapi", None),
     Route("GET", "/healthz", healthz, "healthz", None),
     Route("GET", "/metrics", self_metrics, "self_metrics", None),
+    # StatHat's API: the key is a form or JSON field, checked by the handlers
+    # (query.stathat), so no scope here.
+    Route("GET", "/ez", stathat.ez_get, "stathat_ez_get", None),
+    Route("POST", "/ez", stathat.ez_post, "stathat_ez_post", None),
+    Route("GET", "/c", stathat.classic_count, "stathat_count_get", None),
+    Route("POST", "/c", stathat.classic_count, "stathat_count_post", None),
+    Route("GET", "/v", stathat.classic_value, "stathat_value_get", None),
+    Route("POST", "/v", stathat.classic_value, "stathat_value_post", None),
 )
 
 

@@ -99,6 +99,16 @@ async def _ingest(
         # Only on the error path: the body validated, so parse() cannot raise here.
         return kind_conflicts(parse(body, window), known, batch=batch)
 
+    return json_response({"accepted": await commit_rows(app, rows, conflicts_of)})
+
+
+async def commit_rows(
+    app: web.Application, rows: list[Row],
+    conflicts_of: Callable[[dict[str, Kind]], list[FieldError]],
+) -> int:
+    """Kind check, group commit, then the points accepted: the second half of every
+    ingest route (``conflicts_of`` lists the points at fault, given the known kinds).
+    Raises ApiError 409 (kind conflict) or 503 (neither committed nor spooled)."""
     await _check_kinds(app, rows, conflicts_of)
     try:
         conflicts = await app[COMMITTER].commit(rows)
@@ -120,7 +130,7 @@ async def _ingest(
     kinds.update((row[0], row[1]) for row in rows)
     accepted = int(sum(map(itemgetter(3), rows)))  # every point counts 1 in its row
     app[STATS].points_accepted += accepted
-    return json_response({"accepted": accepted})
+    return accepted
 
 
 async def _check_kinds(

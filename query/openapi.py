@@ -14,6 +14,7 @@ from protocol.buckets import AGGREGATIONS, FILLS, MAX_QUERY_BUCKETS
 from protocol.lines import FUTURE_TOLERANCE
 from protocol.names import KINDS, MAX_NAME_LENGTH
 from protocol.points import MAX_BATCH_POINTS
+from protocol.stathat import MAX_STAT_LENGTH as STATHAT_NAME_LENGTH
 from query.config import HttpConfig
 from query.errors import CODES
 
@@ -399,6 +400,7 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
             }
         },
     }
+    paths.update(_stathat_paths(config))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -413,7 +415,7 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
             ),
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": "ingest"}, {"name": "query"}, {"name": "service"}],
+        "tags": [{"name": "ingest"}, {"name": "query"}, {"name": "service"}, {"name": "stathat"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -422,5 +424,125 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                            "description": "A token from `glowing-fiesta keys create`."},
             },
+        },
+    }
+
+
+def _stathat_paths(config: HttpConfig) -> Json:
+    """StatHat's ingest API (``query.stathat``): ``/ez``, ``/c``, ``/v``."""
+    answer: Json = {
+        "type": "object",
+        "required": ["status", "msg"],
+        "properties": {
+            "status": {"type": "integer", "description":
+                       "200 on success; 500 for an invalid key (StatHat's answer); "
+                       "else the HTTP status."},
+            "msg": {"type": "string", "examples": ["ok", "invalid keys"]},
+        },
+    }
+
+    def response(description: str, *headers: str) -> Json:
+        out: Json = {"description": description,
+                     "content": {"application/json": {"schema": answer}}}
+        if headers:
+            out["headers"] = {h: {"$ref": f"#/components/headers/{h}"} for h in headers}
+        return out
+
+    number: Json = {"type": "number"}
+    t: Json = {"type": "integer", "description": (
+        "Epoch seconds, within [now - retention, now + "
+        f"{FUTURE_TOLERANCE} s] (retention: {config.retention_raw} s). Absent: now.")}
+    stat: Json = {"type": "string", "minLength": 1, "maxLength": STATHAT_NAME_LENGTH,
+                  "description": (
+                      "A StatHat stat name. `prefix~a,b` posts to `prefix a` and `prefix b`. "
+                      "Mapped to a metric name: letters, digits and `.` kept, a space to `_`, "
+                      "any other character to `-` and two hex digits per UTF-8 byte.")}
+    key: Json = {"type": "string", "description": "An API key with the `write` scope."}
+
+    def fields(key_field: str, stat_field: str, numbers: tuple[str, ...]) -> Json:
+        return {key_field: key, stat_field: stat, **{n: number for n in numbers}, "t": t}
+
+    def form_schema(key_field: str, stat_field: str, numbers: tuple[str, ...],
+                    required: list[str]) -> Json:
+        return {"type": "object", "additionalProperties": False,
+                "required": [key_field, stat_field, *required],
+                "properties": fields(key_field, stat_field, numbers)}
+
+    def responses(post: bool, json_body: bool) -> Json:
+        out: Json = {
+            "200": response("Committed (or spooled while the database is down).",
+                            *_LIMIT_HEADERS),
+            "401": response('No key, or not a key of ours: `{"status": 500, '
+                            '"msg": "invalid keys"}`.'),
+            "403": response("The key lacks the `write` scope.", *_LIMIT_HEADERS),
+            "409": response("Kind conflict: the stat is stored as the other kind.",
+                            *_LIMIT_HEADERS),
+            "422": response("Invalid or unknown fields; `msg` says which. Nothing "
+                            "recorded.", *_LIMIT_HEADERS),
+            "429": response("The key's rate limit is exhausted.", "Retry-After",
+                            *_LIMIT_HEADERS),
+            "503": response("The store is unavailable (nothing was recorded).",
+                            *_LIMIT_HEADERS),
+        }
+        if post:
+            out["400"] = response("The body is malformed (JSON, or a form that is not "
+                                  "UTF-8 or lacks its multipart boundary).")
+            out["413"] = response("The body is larger than the limit.")
+            out["415"] = response("The body is not a form" + (" or JSON." if json_body
+                                                               else "."))
+        return out
+
+    def operation(method: str, op_id: str, summary: str, key_field: str, stat_field: str,
+                  numbers: tuple[str, ...], required: list[str], *,
+                  json_body: Json | None = None) -> Json:
+        op: Json = {"operationId": op_id, "tags": ["stathat"], "summary": summary,
+                    "security": [], "responses": responses(method == "post",
+                                                           json_body is not None)}
+        props = fields(key_field, stat_field, numbers)
+        if method == "get":
+            op["parameters"] = [
+                {"name": name, "in": "query",
+                 "required": name in (key_field, stat_field, *required), "schema": schema}
+                for name, schema in props.items()
+            ]
+        else:
+            content: Json = {"application/x-www-form-urlencoded": {
+                "schema": form_schema(key_field, stat_field, numbers, required)}}
+            if json_body is not None:
+                content["application/json"] = {"schema": json_body}
+            op["requestBody"] = {"required": True, "content": content}
+        return op
+
+    bulk: Json = {
+        "type": "object", "additionalProperties": False, "required": ["ezkey", "data"],
+        "properties": {
+            "ezkey": key,
+            "data": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_POINTS,
+                     "items": {"type": "object", "additionalProperties": False,
+                               "required": ["stat"],
+                               "properties": {"stat": stat, "count": number,
+                                              "value": number, "t": t}}},
+        },
+    }
+    ez_numbers = ("count", "value")
+    ez_summary = "StatHat EZ API: a count or a value for a stat, created on first use"
+    return {
+        "/ez": {
+            "get": operation("get", "stathatEzGet", ez_summary, "ezkey", "stat",
+                             ez_numbers, []),
+            "post": operation("post", "stathatEzPost", ez_summary + " (or a JSON bulk)",
+                              "ezkey", "stat", ez_numbers, [], json_body=bulk),
+        },
+        "/c": {
+            method: operation(method, f"stathatCount{method.title()}",
+                              "StatHat classic API: a count", "ukey", "key", ("count",),
+                              ["count"])
+            for method in ("get", "post")
+        },
+        "/v": {
+            method: operation(method, f"stathatValue{method.title()}",
+                              "StatHat classic API: a value", "ukey", "key", ("value",),
+                              ["value"])
+            for method in ("get", "post")
         },
     }

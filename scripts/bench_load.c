@@ -4,10 +4,11 @@
  *       RATE in lines/s (0: as fast as possible). Packed datagrams are filled up to
  *       1,400 bytes (LINES_PER_DGRAM 0) or carry exactly LINES_PER_DGRAM lines.
  *       NSOCK sockets (source ports) take turns per sendmmsg batch.
- *   bench_load tcp-send HOST PORT SECONDS NAMES PREFIX NCONN
+ *   bench_load tcp-send HOST PORT SECONDS NAMES PREFIX NCONN [carbon]
  *       NCONN connections write 256 KiB chunks of lines for SECONDS, then shut down
  *       their write side and wait for the peer to close: the time reported includes
- *       the receiver processing everything that was sent.
+ *       the receiver processing everything that was sent. "carbon": the same lines
+ *       in Graphite's plaintext protocol ("PREFIX.metric.NNNN 1 N").
  *   bench_load udp-sink PORT SECONDS     recvmmsg loop counting lines (a C daemon
  *                                        doing nothing but counting)
  *   bench_load tcp-sink PORT SECONDS     accept one connection at a time, count '\n'
@@ -40,7 +41,11 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int carbon = 0; /* tcp-send ... carbon: Graphite plaintext lines instead */
+
 static int make_line(char *out, const char *prefix, long i) {
+    if (carbon) /* the same names and values, as "name value N" (N: now) */
+        return sprintf(out, "%s.metric.%04ld %d N\n", prefix, i, i % 4 == 3 ? 12 : 1);
     if (i % 4 == 3)
         return sprintf(out, "%s.metric.%04ld:12|ms\n", prefix, i);
     return sprintf(out, "%s.metric.%04ld:1|c\n", prefix, i);
@@ -138,7 +143,8 @@ static int udp_send(int argc, char **argv) {
 }
 
 static int tcp_send(int argc, char **argv) {
-    if (argc != 8) return 2;
+    if (argc != 8 && argc != 9) return 2;
+    carbon = argc == 9 && !strcmp(argv[8], "carbon");
     struct sockaddr_in dst = addr_of(argv[2], atoi(argv[3]));
     double seconds = atof(argv[4]);
     long names = atol(argv[5]);
