@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,9 +25,10 @@ from collector.admin import AdminConfig, start_admin
 from collector.daemon import Collector
 from collector.metrics import SelfMetrics
 from collector.spool import Spool
-from glowing_fiesta.config import Config
+from glowing_fiesta.config import Config, is_loopback
 from glowing_fiesta.notify import Notifier
 from query.app import make_app
+from query.dashboard import FIRST_RUN, FirstRunLogin, first_run_code
 from store import StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("glowing_fiesta")
@@ -101,8 +103,13 @@ async def run_services(
                     self_metrics = asyncio.create_task(
                         SelfMetrics(daemon).run(config.collector.flush_interval))
             if http:
+                code = (await _first_run_code(config, store, migrated)
+                        if collector and worker is None else None)
                 http_runner = await start_http(config, store, reuse_port=reuse_port,
-                                               spool=spool, drain_spool=daemon is None)
+                                               spool=spool, drain_spool=daemon is None,
+                                               first_run=code)
+                if code is not None:
+                    _print_login_link(config, http_runner, code)
         except OSError as exc:  # a port in use, an address we cannot bind, no spool
             log.error("cannot start: %s", exc)
             return 1
@@ -156,12 +163,15 @@ def _listening(
 
 async def start_http(
     config: Config, store: Any, *, reuse_port: bool = False, spool: Spool | None = None,
-    drain_spool: bool = False,
+    drain_spool: bool = False, first_run: str | None = None,
 ) -> web.AppRunner:
-    """The HTTP service, listening. ``spool``/``drain_spool``: see ``make_app``."""
+    """The HTTP service, listening. ``spool``/``drain_spool``: see ``make_app``.
+    ``first_run``: the dashboard's one-time login code (``query.dashboard``)."""
     http = config.http
-    runner = web.AppRunner(make_app(http, store, spool=spool, drain_spool=drain_spool),
-                           access_log=None, handle_signals=False)
+    app = make_app(http, store, spool=spool, drain_spool=drain_spool)
+    if first_run is not None:
+        app[FIRST_RUN] = FirstRunLogin(first_run)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = None
     if http.tls_cert is not None and http.tls_key is not None:
@@ -173,3 +183,26 @@ async def start_http(
     for address in runner.addresses:
         log.info("listening on HTTP%s %s:%d", "S" if ssl_context else "", *address[:2])
     return runner
+
+
+async def _first_run_code(config: Config, store: Any, migrated: bool) -> str | None:
+    """The dashboard's first-run login: only on loopback (never open a way in without a
+    key elsewhere), and only while no key named ``dashboard`` exists."""
+    if not migrated or not is_loopback(config.http.host):
+        return None
+    try:
+        return await first_run_code(store)
+    except StoreError as exc:
+        log.warning("dashboard first-run login skipped: %s", exc)
+        return None
+
+
+def _print_login_link(config: Config, runner: web.AppRunner, code: str) -> None:
+    """To the terminal, not the log: the code is a credential (one use, this process)."""
+    host, port = runner.addresses[0][:2]
+    scheme = "https" if config.http.tls_cert is not None else "http"
+    where = f"[{host}]" if ":" in host else host
+    sys.stderr.write(
+        f"\nDashboard: open {scheme}://{where}:{port}/login#code={code}\n"
+        "  (a one-time login link: its first use creates the read key 'dashboard')\n\n")
+    sys.stderr.flush()
