@@ -36,6 +36,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Final, NamedTuple
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -187,9 +188,10 @@ async def first_run_code(store: Store) -> str | None:
 def _same_origin(request: web.Request) -> None:
     """Login CSRF: a page elsewhere must not log this browser in (with its own key) or
     out. Browsers send Origin on every POST from a page; a client without one is not a
-    browser on another site."""
+    browser on another site. The host is compared, not the scheme: behind a
+    TLS-terminating proxy the browser says https and this server sees http."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    if origin is not None and urlsplit(origin).netloc != request.host:
         raise ApiError(403, "cross-origin login or logout refused")
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         raise ApiError(403, "cross-origin login or logout refused")

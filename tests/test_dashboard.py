@@ -205,8 +205,12 @@ async def test_login_refuses_bad_keys_bodies_and_cross_origin_posts(store: Store
             assert response.status == status, data[:20]
             assert "Set-Cookie" not in response.headers
         # Login CSRF: another site's page must not log this browser in with its key.
+        host = client.make_url("").host
+        port = client.make_url("").port
         for headers in ({"Origin": "https://evil.example"},
-                        {"Sec-Fetch-Site": "cross-site"}):
+                        {"Origin": f"http://{host}.evil.example:{port}"},
+                        {"Origin": "null"},
+                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
             response = await client.post("/login", json={"key": reader}, headers=headers)
             assert response.status == 403, headers
             assert "Set-Cookie" not in response.headers
@@ -214,6 +218,10 @@ async def test_login_refuses_bad_keys_bodies_and_cross_origin_posts(store: Store
                                  headers={"Origin": str(client.make_url("")).rstrip("/"),
                                           "Sec-Fetch-Site": "same-origin"})
         assert same.status == 200
+        # Behind a TLS-terminating proxy the browser's origin is https, ours http.
+        proxied = await client.post("/login", json={"key": reader},
+                                    headers={"Origin": f"https://{host}:{port}"})
+        assert proxied.status == 200
 
 
 async def test_logout_clears_the_cookie(store: Store) -> None:
@@ -313,3 +321,18 @@ async def test_run_prints_a_one_time_link_on_first_start_only(
     daemons.append(second)
     assert not any("/login#code=" in line for line in second.log)
     assert await second.stop() == 0
+
+
+def test_docs_describe_the_routes_cookie_headers_and_uplot_version() -> None:
+    from query.auth import SESSION_COOKIE
+    from query.dashboard import ROUTES, SECURITY_HEADERS
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "dashboard.md").read_text()
+    for method, path, *_ in ROUTES:
+        assert f"`{method} {path}`" in docs, path
+    assert f"`{SESSION_COOKIE}`" in docs
+    flat = " ".join(docs.split())
+    for name, value in SECURITY_HEADERS.items():
+        assert f"{name}: {value}" in flat, name
+    assert f"uPlot](https://github.com/leeoniya/uPlot) {UPLOT_VERSION}" in docs
+    assert f"npm pack uplot@{UPLOT_VERSION}" in docs

@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.browser import chromium, javascript_errors
@@ -52,13 +51,15 @@ def points(now: int) -> list[dict[str, Any]]:
     return out
 
 
-async def seed(base_url: str, token: str) -> None:
+def seed(base_url: str, token: str) -> None:
     data = points(int(time.time()))
-    async with aiohttp.ClientSession(headers={"X-API-Key": token}) as session:
-        for i in range(0, len(data), 1000):
-            async with session.post(base_url + "/api/metrics/batch",
-                                    json={"points": data[i:i + 1000]}) as response:
-                assert response.status == 200, await response.text()
+    for i in range(0, len(data), 1000):
+        request = urllib.request.Request(
+            base_url + "/api/metrics/batch", method="POST",
+            data=json.dumps({"points": data[i:i + 1000]}).encode(),
+            headers={"X-API-Key": token, "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
 
 
 def api(base_url: str, token: str, path: str, **params: Any) -> Any:
@@ -70,6 +71,19 @@ def api(base_url: str, token: str, path: str, **params: Any) -> Any:
 
 def epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+# Sets the custom range inputs to two epoch times, formatted in the browser's time zone.
+LOCAL_INPUTS = """
+const pad = (n) => String(n).padStart(2, "0");
+const local = (epoch) => {
+  const d = new Date(epoch * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+};
+document.getElementById("from").value = local(arguments[0]);
+document.getElementById("to").value = local(arguments[1]);
+"""
 
 
 class Page:
@@ -102,6 +116,9 @@ class Page:
         box = self.find("#search")
         box.clear()
         box.send_keys(text)
+        # The search runs once typing pauses; it writes itself into the URL first.
+        self.wait.until(lambda d: urllib.parse.parse_qs(
+            urllib.parse.urlsplit(d.current_url).fragment).get("q") == [text])
 
     def revision(self) -> str:
         return str(self.find("#chart").get_attribute("data-revision") or "")
@@ -146,7 +163,6 @@ async def test_dashboard_in_chromium(tmp_path: Path, daemons: list[DaemonProcess
     daemons.append(daemon)
     [link] = [re.search(r"http://\S+/login#code=\S+", line).group(0)  # type: ignore[union-attr]
               for line in daemon.log if "/login#code=" in line]
-    await seed(daemon.base_url, write_token)
     await asyncio.to_thread(scenario, tmp_path / "profile", daemon.base_url, link,
                             write_token)
     assert await daemon.stop() == 0
@@ -155,11 +171,22 @@ async def test_dashboard_in_chromium(tmp_path: Path, daemons: list[DaemonProcess
 def scenario(profile: Path, base_url: str, link: str, token: str) -> None:
     with chromium(profile) as driver:
         page = Page(driver, base_url, token)
-        # The first-run link logs in and lands on the dashboard, the code gone from the URL.
+        # A wrong code: the page says why (the browser logs the 401 load, nothing else).
+        driver.get(base_url + "/login#code=not-the-code")
+        page.wait.until(lambda _: "used already" in page.find("#login-status").text)
+        assert urllib.parse.urlsplit(driver.current_url).fragment == ""
+        [refused] = javascript_errors(driver)
+        assert "/login - Failed to load resource" in refused["message"]
+        assert "401" in refused["message"], refused
+        # The first-run link (pasted into that tab: only the fragment changes) logs in and
+        # lands on the dashboard, the code gone from the URL.
         driver.get(link)
         page.wait.until(lambda d: urllib.parse.urlsplit(d.current_url).path == "/")
-        page.wait.until(lambda _: len(page.listed()) > 0)
         assert "code=" not in driver.current_url
+        # Nothing sent yet: the page says how, and picks the names up once they arrive.
+        page.wait.until(lambda _: "No metrics yet" in page.find("#list-status").text)
+        seed(base_url, token)
+        page.wait.until(lambda _: len(page.listed()) > 0)
         assert driver.execute_script("return document.cookie") == ""  # HttpOnly
         assert page.listed()[:3] == APP_METRICS[:3]  # by name: app.* before web.*
 
@@ -191,6 +218,25 @@ def scenario(profile: Path, base_url: str, link: str, token: str) -> None:
         page.wait_drawn(before, band)
         view = page.assert_drawn_matches_api()
         assert view["step"] == 300 and view["to"] - view["from"] == 86400
+
+        # A custom range (the inputs are in the browser's local time): exactly that window.
+        before = page.revision()
+        page.find('#ranges button[data-range="custom"]').click()
+        page.wait_drawn(before, band)  # starts as the window shown before
+        hour = int(time.time()) // 3600 * 3600
+        start, end = hour - 40 * 3600, hour - 28 * 3600
+        driver.execute_script(LOCAL_INPUTS, start, end)
+        before = page.revision()
+        page.find("#apply").click()
+        page.wait_drawn(before, band)
+        view = page.assert_drawn_matches_api()
+        assert (view["from"], view["to"], view["step"]) == (start, end, 300)
+        fragment = urllib.parse.parse_qs(urllib.parse.urlsplit(driver.current_url).fragment)
+        assert (fragment["r"], fragment["from"], fragment["to"]) == (
+            ["custom"], [str(start)], [str(end)])
+        before = page.revision()
+        page.find('#ranges button[data-range="1d"]').click()
+        page.wait_drawn(before, band)
 
         # Overlay a counter, then switch the aggregation of both.
         page.search("web.")
@@ -238,6 +284,14 @@ def scenario(profile: Path, base_url: str, link: str, token: str) -> None:
         # Logging out ends the session: the dashboard sends the browser to the login page.
         page.find("#logout").click()
         page.wait.until(lambda d: urllib.parse.urlsplit(d.current_url).path == "/login")
-        driver.get(base_url + "/")
+        # A shared view opened without a session: login (the form, with a key), then back
+        # to that view.
+        driver.get(base_url + "/#m=web.requests&r=7d")
         page.wait.until(lambda d: urllib.parse.urlsplit(d.current_url).path == "/login")
+        assert urllib.parse.urlsplit(driver.current_url).fragment == "m=web.requests&r=7d"
+        page.find("#key").send_keys(token)
+        page.find("#login-form button").click()
+        page.wait.until(lambda d: urllib.parse.urlsplit(d.current_url).path == "/")
+        page.wait_drawn("", [{"metric": "web.requests", "aggregation": "sum"}])
+        assert page.assert_drawn_matches_api()["step"] == 1800
         assert javascript_errors(driver) == []

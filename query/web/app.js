@@ -22,7 +22,7 @@
   const state = { metrics: [], range: "1h", from: null, to: null, agg: "", query: "",
                   live: false };
   const kinds = new Map(); // name -> "counter" | "value", from the list and the series
-  const list = { cursors: [null], page: 0, next: null };
+  const list = { cursors: [null], page: 0, next: null, poll: null, seq: 0 };
   let plot = null;
   let plotSignature = "";
   let drawSeq = 0;
@@ -133,13 +133,14 @@
       renderList([]);
       return;
     }
-    $("list-status").textContent = "…";
+    const seq = ++list.seq; // answers of an older search are dropped
     let cursor = list.cursors[list.page];
     const found = [];
     try {
       for (let read = 0; read < (matcher ? GLOB_PAGES : 1); read++) {
         const body = await api("/api/metrics?" + query({
           prefix, limit: matcher ? GLOB_SCAN : PAGE_SIZE, cursor }));
+        if (seq !== list.seq) return;
         for (const m of body.metrics) {
           kinds.set(m.name, m.kind);
           if (!matcher || matcher.test(m.name)) found.push(m);
@@ -148,10 +149,19 @@
         if (!cursor || found.length > 0) break;
       }
     } catch (error) {
-      $("list-status").textContent = error.message;
+      if (seq === list.seq) $("list-status").textContent = error.message;
       return;
     }
     list.next = cursor;
+    clearTimeout(list.poll);
+    if (found.length === 0 && text === "" && list.page === 0) {
+      // A fresh install: say how to send one, and look again until one arrives.
+      $("list-status").textContent =
+        "No metrics yet. Send one: echo 'page.views:1|c' | nc -u -w0 127.0.0.1 8125";
+      list.poll = setTimeout(loadList, 5000);
+      renderList(found);
+      return;
+    }
     const shown = found.length === 0 ? "no metric matches" :
       `${found.length} metric${found.length === 1 ? "" : "s"}` + (cursor ? ", more on the next page" : "");
     $("list-status").textContent = shown;
@@ -374,7 +384,11 @@
     timer = null;
     if (!state.live) return;
     const every = Math.min(Math.max(timeWindow().step, 10), 60) * 1000;
-    timer = setInterval(() => { if (!document.hidden) draw(); }, every);
+    timer = setInterval(() => {
+      if (document.hidden) return;
+      draw();
+      if (list.page === 0) loadList(); // new names show up too
+    }, every);
   }
 
   function onViewChange() {

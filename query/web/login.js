@@ -6,11 +6,17 @@
 
 (function () {
   const status = document.getElementById("login-status");
-  const params = new URLSearchParams(location.hash.slice(1));
-  const code = params.get("code");
-  params.delete("code");
-  const view = params.toString() ? "#" + params.toString() : "";
-  if (code !== null) history.replaceState(null, "", location.pathname + view);
+  let view = "";
+
+  // The fragment minus the code (which leaves the address bar and the history now).
+  function takeCode() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const code = params.get("code");
+    params.delete("code");
+    view = params.toString() ? "#" + params.toString() : "";
+    if (code !== null) history.replaceState(null, "", location.pathname + view);
+    return code;
+  }
 
   async function login(body) {
     status.textContent = "Logging in…";
@@ -39,9 +45,16 @@
     status.textContent = message;
   }
 
+  function fromLink() {
+    const code = takeCode();
+    if (code) login({ code });
+  }
+
   document.getElementById("login-form").addEventListener("submit", (event) => {
     event.preventDefault();
     login({ key: document.getElementById("key").value.trim() });
   });
-  if (code) login({ code });
+  // The link pasted into a tab already showing this page changes only the fragment.
+  window.addEventListener("hashchange", fromLink);
+  fromLink();
 })();
