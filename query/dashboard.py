@@ -6,7 +6,8 @@ The page is static HTML and JavaScript (``query/web/``, uPlot vendored under
 HttpOnly, SameSite=Strict cookie (``query.auth.SESSION_COOKIE``), which the guard
 accepts as the key of GET read routes only (see ``query.auth.session_token``).
 
-    GET  /                 the dashboard (303 to /login without a session cookie)
+    GET  /                 the dashboard (303 to /login without a session cookie,
+                           unless the request comes from another site: see index)
     GET  /login            the login page
     POST /login            {"key": token} or {"code": first-run code} -> the cookie
     POST /logout           clears the cookie
@@ -141,7 +142,11 @@ def _send(request: web.Request, asset: Asset, cache: str, status: int = 200) -> 
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    if SESSION_COOKIE not in request.cookies:
+    # A link followed from another site (a shared view in a chat) arrives without the
+    # SameSite=Strict cookie even when there is one: serve the page, whose same-origin
+    # API calls do carry it (and which goes to /login on a 401).
+    cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
+    if SESSION_COOKIE not in request.cookies and not cross_site:
         # The browser keeps the URL fragment (the view) across the redirect.
         return web.Response(status=303, headers={**SECURITY_HEADERS, "Location": "/login",
                                                  "Cache-Control": "no-store"})

@@ -113,11 +113,18 @@ async def test_pages_and_assets_carry_csp_and_cache_headers(store: Store) -> Non
         assert traversal.status == 404
 
 
-async def test_index_redirects_to_login_without_a_session(store: Store) -> None:
+async def test_index_redirects_to_login_without_a_session_unless_linked_from_elsewhere(
+    store: Store,
+) -> None:
     async with serve(store) as client:
         response = await client.get("/", allow_redirects=False)
         assert response.status == 303
         assert response.headers["Location"] == "/login"
+        # From another site the browser withholds the SameSite=Strict cookie, so its
+        # absence proves nothing: the page is served and its API calls decide.
+        linked = await client.get("/", headers={"Sec-Fetch-Site": "cross-site"},
+                                  allow_redirects=False)
+        assert linked.status == 200 and linked.content_type == "text/html"
 
 
 async def test_assets_are_gzipped_when_asked_and_uplot_is_the_vendored_version(

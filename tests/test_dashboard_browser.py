@@ -278,6 +278,15 @@ def scenario(profile: Path, base_url: str, link: str, token: str) -> None:
         page.wait_drawn(before, both_max)  # the timer's redraw
         assert driver.execute_script("return document.getElementById('chart').gfPlot.gfMark") == 2
 
+        # A shared link followed from another site: the browser withholds the Strict
+        # cookie on that navigation, yet the page's own API calls carry it.
+        shared = base_url + "/#m=web.requests&r=7d"
+        driver.get("data:text/html," + urllib.parse.quote(
+            f"<a id=go href='{shared}'>shared view</a>"))
+        driver.find_element(page.by.ID, "go").click()
+        page.wait_drawn("", [{"metric": "web.requests", "aggregation": "sum"}])
+        assert urllib.parse.urlsplit(driver.current_url).path == "/"
+
         errors = javascript_errors(driver)
         assert errors == [], errors
 
