@@ -343,3 +343,18 @@ def test_docs_describe_the_routes_cookie_headers_and_uplot_version() -> None:
         assert f"{name}: {value}" in flat, name
     assert f"uPlot](https://github.com/leeoniya/uPlot) {UPLOT_VERSION}" in docs
     assert f"npm pack uplot@{UPLOT_VERSION}" in docs
+
+
+def test_a_missing_browser_skips_or_fails_under_require_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests import browser
+
+    monkeypatch.setattr(browser, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.delenv("GF_TEST_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception), browser.chromium(tmp_path / "profile"):
+        pass
+    monkeypatch.setenv("GF_TEST_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="GF_TEST_REQUIRE_SERVICES=1"), \
+            browser.chromium(tmp_path / "profile"):
+        pass
