@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,9 +27,10 @@ from collector.admin import AdminConfig, start_admin
 from collector.daemon import Collector, new_writer
 from collector.metrics import SelfMetrics
 from collector.stats import CollectorStats
-from glowing_fiesta.config import Config
+from glowing_fiesta.config import Config, is_loopback
 from glowing_fiesta.notify import Notifier
 from query.app import make_app
+from query.dashboard import FIRST_RUN, FirstRunLogin, first_run_code
 from store import StoreError, StoreUnavailable, open_store
 from store.durable import DurableWriter, new_writer_id
 from store.spool import Spool
@@ -113,8 +115,13 @@ async def run_services(
                     self_metrics = asyncio.create_task(
                         SelfMetrics(daemon).run(config.collector.flush_interval))
             if http:
+                code = (await _first_run_code(config, store, migrated)
+                        if collector and worker is None else None)
                 http_runner = await start_http(config, store, reuse_port=reuse_port,
-                                               spool=spool, writer=writer)
+                                               spool=spool, writer=writer,
+                                               first_run=code)
+                if code is not None:
+                    _print_login_link(config, http_runner, code)
         except OSError as exc:  # a port in use, an address we cannot bind, no spool
             log.error("cannot start: %s", exc)
             return 1
@@ -173,12 +180,15 @@ def _listening(
 
 async def start_http(
     config: Config, store: Any, *, reuse_port: bool = False, spool: Spool | None = None,
-    writer: DurableWriter | None = None,
+    writer: DurableWriter | None = None, first_run: str | None = None,
 ) -> web.AppRunner:
-    """The HTTP service, listening. ``spool``/``writer``: see ``make_app``."""
+    """The HTTP service, listening. ``spool``/``writer``: see ``make_app``.
+    ``first_run``: the dashboard's one-time login code (``query.dashboard``)."""
     http = config.http
-    runner = web.AppRunner(make_app(http, store, spool=spool, writer=writer),
-                           access_log=None, handle_signals=False)
+    app = make_app(http, store, spool=spool, writer=writer)
+    if first_run is not None:
+        app[FIRST_RUN] = FirstRunLogin(first_run)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = None
     if http.tls_cert is not None and http.tls_key is not None:
@@ -190,3 +200,26 @@ async def start_http(
     for address in runner.addresses:
         log.info("listening on HTTP%s %s:%d", "S" if ssl_context else "", *address[:2])
     return runner
+
+
+async def _first_run_code(config: Config, store: Any, migrated: bool) -> str | None:
+    """The dashboard's first-run login: only on loopback (never open a way in without a
+    key elsewhere), and only while no key named ``dashboard`` exists."""
+    if not migrated or not is_loopback(config.http.host):
+        return None
+    try:
+        return await first_run_code(store)
+    except StoreError as exc:
+        log.warning("dashboard first-run login skipped: %s", exc)
+        return None
+
+
+def _print_login_link(config: Config, runner: web.AppRunner, code: str) -> None:
+    """To the terminal, not the log: the code is a credential (one use, this process)."""
+    host, port = runner.addresses[0][:2]
+    scheme = "https" if config.http.tls_cert is not None else "http"
+    where = f"[{host}]" if ":" in host else host
+    sys.stderr.write(
+        f"\nDashboard: open {scheme}://{where}:{port}/login#code={code}\n"
+        "  (a one-time login link: its first use creates the read key 'dashboard')\n\n")
+    sys.stderr.flush()

@@ -31,6 +31,7 @@ from query import ingest, read, stathat
 from query.auth import guard_middleware
 from query.commit import GroupCommitter
 from query.config import HttpConfig
+from query.dashboard import add_routes as add_dashboard_routes
 from query.errors import JSON, error_middleware, json_response
 from query.openapi import openapi_document
 from query.ratelimit import LocalRateLimiter, RedisRateLimiter
@@ -150,6 +151,7 @@ def make_app(
                             guard_middleware])
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
+    add_dashboard_routes(app)  # the pages at / (no key: login is how one gets in)
     app.cleanup_ctx.append(_rate_limiter(redis_prefix, clock))
     if writer is None:
         app.cleanup_ctx.append(_own_writer(write or store.write_batch, spool))

@@ -36,7 +36,7 @@ API_KEY_HEADER: Final = "X-API-Key"
 
 async def authenticate(request: web.Request) -> ApiKey:
     """The request's key, if it exists and is not revoked."""
-    token = request.headers.get(API_KEY_HEADER)
+    token = request.headers.get(API_KEY_HEADER) or session_token(request)
     if not token:
         raise ApiError(401, f"missing {API_KEY_HEADER} header")
     if not is_token(token):  # not even the shape of a key: no lookup
@@ -50,6 +50,22 @@ async def authenticate(request: web.Request) -> ApiKey:
     if key.revoked_at is not None:
         raise ApiError(401, "API key revoked")
     return key
+
+
+# The dashboard's login (query.dashboard) keeps its read key in this cookie (HttpOnly,
+# SameSite=Strict). It counts as the key of GET read routes only, so it can never make
+# a request that changes anything: CSRF needs a cross-site request to carry it, which
+# SameSite=Strict already stops, and without CORS no other site can read the answers.
+SESSION_COOKIE: Final = "gf_session"
+
+
+def session_token(request: web.Request) -> str | None:
+    """The session cookie's key, for a GET (or HEAD) of a read route; else None."""
+    if request.method not in ("GET", "HEAD"):
+        return None
+    if request.app[SCOPES].get(request.match_info.route.name or "") != "read":
+        return None
+    return request.cookies.get(SESSION_COOKIE)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -73,6 +73,9 @@ def test_sdist_and_wheel_build_install_and_run(tmp_path: Path) -> None:
     for package in PACKAGES:
         assert f"{package}/__init__.py" in names, package
     assert not any(name.startswith("tests/") for name in names)
+    dashboard = {"query/web/index.html", "query/web/app.js", "query/web/vendor/uplot/LICENSE",
+                 "query/web/vendor/uplot/uPlot.iife.min.js"}
+    assert dashboard <= names, dashboard - names
     assert any(name.startswith("collector/_fastfeed") and name.endswith(".so") for name in names)
     assert f"\nVersion: {__version__}\n" in metadata
     assert "glowing-fiesta = glowing_fiesta.cli:main" in entry_points
@@ -80,7 +83,8 @@ def test_sdist_and_wheel_build_install_and_run(tmp_path: Path) -> None:
         members = {member.name.split("/", 1)[1] for member in archive.getmembers()
                    if "/" in member.name}
     assert {"pyproject.toml", "setup.py", "glowing_fiesta/__init__.py", "collector/daemon.py",
-            "collector/_fastfeed.c"} <= members
+            "collector/_fastfeed.c", "query/web/login.html",
+            "query/web/vendor/uplot/uPlot.min.css"} <= members
 
     # The wheel installs and its console script runs (dependencies from this venv).
     site = tmp_path / "site"
