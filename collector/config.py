@@ -17,6 +17,7 @@ class CollectorConfig:
     max_tcp_connections: int = 1024
     tcp_idle_timeout: float = 300.0
     max_metrics: int = 100_000  # distinct names this process tracks
+    metric_idle_ttl: int = 600  # seconds without samples before a name leaves it; 0: never
     max_pending_buckets: int = 2_000_000  # metric-seconds held in memory, unflushed
     retention_raw: int = 7 * 86400  # also the oldest |T time accepted
     require_key: bool = False

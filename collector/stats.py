@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import bisect
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from protocol.lines import LineError, Reason
+from protocol.tokens import display_prefix
 
 log = logging.getLogger("glowing_fiesta.drops")
 
 DROP_LOG_INTERVAL = 10.0  # seconds between log lines about dropped input, per reason
+# Anything token-shaped in a logged sample (a bad line may carry a key: a typo, a bad
+# value after a good key), wherever it sits: logs never show a whole token.
+_TOKEN_TEXT = re.compile(r"gf_[0-9A-Za-z]{32}", re.ASCII)
+_TOKEN_BYTES = re.compile(rb"gf_[0-9A-Za-z]{32}")
+
+
+def redact_tokens(sample: bytes | str) -> bytes | str:
+    """``sample`` with every token-shaped run cut to its display prefix + "..."."""
+    if isinstance(sample, str):
+        return _TOKEN_TEXT.sub(lambda m: display_prefix(m.group()) + "...", sample)
+    return _TOKEN_BYTES.sub(
+        lambda m: display_prefix(m.group().decode("ascii")).encode() + b"...", sample
+    )
 
 
 @dataclass
@@ -26,6 +41,8 @@ class CollectorStats:
     tcp_connections: int = 0
     tcp_refused: int = 0  # connections over --max-tcp-connections
     tcp_idle_closed: int = 0
+    tcp_closed_too_long: int = 0  # connections closed for a line over --max-line-length
+    key_lookups_shed: int = 0  # lines dropped (overload): MAX_KEY_LOOKUPS_WAITING tokens wait
     flushes: int = 0
     flush_failures: int = 0
     flush_duplicates: int = 0  # batches found already applied on retry
@@ -67,7 +84,7 @@ class CollectorStats:
                 "dropped %d line(s): %s; sample: %r",
                 self._unlogged.pop(reason),
                 reason.value,
-                sample,
+                redact_tokens(sample),
             )
 
     def drop_errors(self, errors: list[LineError]) -> None:
