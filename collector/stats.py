@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import bisect
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from protocol.lines import LineError, Reason
-from protocol.tokens import display_prefix
+from protocol.tokens import redact_tokens as redact_tokens_text
+from protocol.tokens import redact_tokens_bytes
 
 log = logging.getLogger("glowing_fiesta.drops")
 
 DROP_LOG_INTERVAL = 10.0  # seconds between log lines about dropped input, per reason
-# Anything token-shaped in a logged sample (a bad line may carry a key: a typo, a bad
-# value after a good key), wherever it sits: logs never show a whole token.
-_TOKEN_TEXT = re.compile(r"gf_[0-9A-Za-z]{32}", re.ASCII)
-_TOKEN_BYTES = re.compile(rb"gf_[0-9A-Za-z]{32}")
 
 
 def redact_tokens(sample: bytes | str) -> bytes | str:
-    """``sample`` with every token-shaped run cut to its display prefix + "..."."""
+    """A logged sample never shows a whole token (a bad line may carry a key: a typo, a
+    bad value after a good key): token-shaped runs cut to their display prefix."""
     if isinstance(sample, str):
-        return _TOKEN_TEXT.sub(lambda m: display_prefix(m.group()) + "...", sample)
-    return _TOKEN_BYTES.sub(
-        lambda m: display_prefix(m.group().decode("ascii")).encode() + b"...", sample
-    )
+        return redact_tokens_text(sample)
+    return redact_tokens_bytes(sample)
 
 
 @dataclass
