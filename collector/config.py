@@ -37,6 +37,10 @@ class CollectorConfig:
     max_metrics: int = field(default=100_000, metadata=cli(
         "--max-metrics",
         "Distinct metric names per collector; new names past it are dropped.", min=1))
+    metric_idle_ttl: int = field(default=600, metadata=cli(  # 0: never
+        "--metric-idle-ttl",
+        "A name without samples this long leaves the --max-metrics count; 0: never.",
+        duration=True))
     max_pending_buckets: int = field(default=2_000_000, metadata=cli(
         "--max-pending-buckets",
         "Unflushed metric-seconds held in memory; past it samples are dropped.", min=1000))

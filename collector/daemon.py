@@ -21,6 +21,7 @@ from collector.carbon import CarbonListener
 from collector.config import CollectorConfig
 from collector.flusher import Flusher
 from collector.listeners import (
+    KernelDropLog,
     LineSink,
     TcpProtocol,
     UdpProtocol,
@@ -38,7 +39,13 @@ from store.spool import Quarantine, Spool
 
 log = logging.getLogger(__name__)
 
-KEY_RETRY_DELAY = 1.0  # seconds between key lookups while the store is unreachable
+KEY_RETRY_DELAY = 1.0  # seconds before a key lookup is retried, store unreachable
+KEY_RETRY_MAX = 30.0  # ... doubling up to this
+# Unauthenticated input must not buy unbounded database work: at most this many key
+# lookups run at once, and at most MAX_KEY_LOOKUPS_WAITING distinct tokens wait for
+# one; a line whose token would be one more is dropped (overload, counted).
+MAX_KEY_LOOKUPS = 8
+MAX_KEY_LOOKUPS_WAITING = 256
 MIGRATE_RETRY_MAX = 30.0  # seconds between migration attempts, at most
 
 
@@ -71,7 +78,8 @@ class Collector:
                                 self.stats, store_ready=migrated)
         self.writer = writer
         self._limited_log = LogLimiter(log)
-        self.keys = KeyCache(store, config.key_cache_ttl)
+        self.keys = KeyCache(store, config.key_cache_ttl, max_concurrent=MAX_KEY_LOOKUPS)
+        self._lookups_waiting: set[str] = set()  # tokens with a lookup task
         self.aggregator = Aggregator(
             config, self.stats, key_check=self._key_check, on_unknown_key=self._look_up_key
         )
@@ -140,6 +148,11 @@ class Collector:
                                     reuse_port=self.reuse_port)
         self._flush_task = asyncio.create_task(self.flusher.run(self._stopping))
         self._housekeeping.append(asyncio.create_task(self._close_idle_connections()))
+        if config.metric_idle_ttl > 0:
+            self._housekeeping.append(asyncio.create_task(self._evict_idle_names()))
+        if self._udp_socket is not None:
+            self._housekeeping.append(asyncio.create_task(
+                self._log_kernel_drops(KernelDropLog(self._udp_socket))))
         if not self.writer.store_ready.is_set():
             self._housekeeping.append(asyncio.create_task(self._migrate_until_done()))
         if config.retention_interval > 0:
@@ -251,19 +264,36 @@ class Collector:
             return KEY_UNKNOWN
         return KEY_OK if usable(found, "write") else KEY_BAD
 
-    def _look_up_key(self, token: str) -> None:
+    def _look_up_key(self, token: str) -> bool:
+        """Start a lookup for ``token``; False if MAX_KEY_LOOKUPS_WAITING are waiting."""
+        if len(self._lookups_waiting) >= MAX_KEY_LOOKUPS_WAITING:
+            self.stats.key_lookups_shed += 1
+            return False
+        self._lookups_waiting.add(token)
         self._spawn(self._resolve_key(token))
+        return True
 
     async def _resolve_key(self, token: str) -> None:
-        while True:
-            try:
-                key = await self.keys.get(token)
-            except StoreError as exc:
-                log.warning("key lookup failed (%s); samples held, retrying", exc)
-                await asyncio.sleep(KEY_RETRY_DELAY)
-                continue
-            self.aggregator.release_key(token, usable(key, "write"))
-            return
+        """One lookup (KeyCache caps how many run at once; its answer, found or not,
+        is cached for --key-cache-ttl). Retried only while the store is unreachable,
+        with backoff: the token's samples stay held meanwhile."""
+        delay = KEY_RETRY_DELAY
+        try:
+            while True:
+                try:
+                    key = await self.keys.get(token)
+                except StoreError as exc:
+                    self._limited_log.log(
+                        "key-lookup", logging.WARNING,
+                        "key lookup failed (%s); samples held, retrying in %.0fs", exc, delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(KEY_RETRY_MAX, delay * 2)
+                    continue
+                self.aggregator.release_key(token, usable(key, "write"))
+                return
+        finally:
+            self._lookups_waiting.discard(token)
 
     # -- TCP bounds -------------------------------------------------------------
 
@@ -274,7 +304,7 @@ class Collector:
         if len(self._tcp_connections) >= self.config.max_tcp_connections:
             return _Refused(self.stats, self._limited_log, self.config.max_tcp_connections)
         return TcpProtocol(sink or self.aggregator, self.stats, self.config,
-                           self._tcp_connections)
+                           self._tcp_connections, self._limited_log)
 
     # -- housekeeping ----------------------------------------------------------
 
@@ -292,6 +322,18 @@ class Collector:
                     )
                     connection.close()
 
+    async def _evict_idle_names(self) -> None:
+        """Names idle for --metric-idle-ttl leave the --max-metrics count, a slice of
+        names per call (Aggregator.evict_idle) so the loop is never held for long."""
+        while True:
+            busy = self.aggregator.evict_idle()
+            await asyncio.sleep(0.01 if busy else 0.25)
+
+    async def _log_kernel_drops(self, watch: KernelDropLog) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            watch.check()
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -299,6 +341,10 @@ class Collector:
 
     def kernel_drops(self) -> int | None:
         return None if self._udp_socket is None else udp_kernel_drops(self._udp_socket)
+
+    @property
+    def key_lookups_waiting(self) -> int:
+        return len(self._lookups_waiting)
 
     @property
     def open_tcp_connections(self) -> int:

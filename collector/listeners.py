@@ -14,7 +14,8 @@ import time
 from typing import Any, Protocol
 
 from collector.config import CollectorConfig
-from collector.stats import CollectorStats
+from collector.stats import DROP_LOG_INTERVAL, CollectorStats, LogLimiter
+from collector.stats import log as drops_log
 from protocol.framing import LineBuffer
 from protocol.lines import Reason
 
@@ -60,6 +61,7 @@ class TcpProtocol(asyncio.Protocol):
         stats: CollectorStats,
         config: CollectorConfig,
         connections: set[TcpProtocol],
+        limited_log: LogLimiter,
     ) -> None:
         self.aggregator = aggregator
         self.stats = stats
@@ -68,6 +70,7 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = LineBuffer(config.max_line_length)
         self.transport: asyncio.Transport | None = None
         self.last_active = time.monotonic()
+        self.limited_log = limited_log
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -86,19 +89,37 @@ class TcpProtocol(asyncio.Protocol):
         try:
             framed = self.buffer.feed(data)
             if framed.overlong:
-                # Dropped up to its newline; the lines after it are still good.
                 self.stats.lines += framed.overlong
                 self.stats.drop(Reason.TOO_LONG, framed.overlong, data[:120])
+            # An over-long line that ended inside this chunk is counted by the parser.
+            too_long = self.stats.drops[Reason.TOO_LONG]
             if framed.complete:
                 self.aggregator.feed(framed.complete, int(time.time()))
+            if framed.overlong or self.stats.drops[Reason.TOO_LONG] != too_long:
+                self._close_too_long()
         except Exception:
             log.exception("unexpected error handling TCP data; dropped")
 
     def eof_received(self) -> bool:
-        tail = self.buffer.finish()  # a last line without "\n" still counts
-        if tail:
-            self.aggregator.feed(tail, int(time.time()))
+        try:
+            tail = self.buffer.finish()  # a last line without "\n" still counts
+            if tail:
+                self.aggregator.feed(tail, int(time.time()))
+        except Exception:  # as in data_received: the connection closes, the daemon lives
+            log.exception("unexpected error handling the end of a TCP stream; dropped")
         return False
+
+    def _close_too_long(self) -> None:
+        """A peer that breaks framing is closed (STYLE.md): the complete lines it sent
+        up to here are kept (each line stands alone), nothing after is read."""
+        self.stats.tcp_closed_too_long += 1
+        self.limited_log.log(
+            "too-long", logging.WARNING,
+            "closed a TCP connection that sent a line over --max-line-length (%d bytes)",
+            self.config.max_line_length,
+        )
+        self.buffer = LineBuffer(self.config.max_line_length)  # nothing more is framed
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
@@ -163,6 +184,35 @@ def udp_kernel_drops(sock: Any) -> int | None:
     """
     row = _proc_net_row(sock, ("/proc/net/udp", "/proc/net/udp6"))
     return None if row is None else int(row[12])
+
+
+class KernelDropLog:
+    """Logs the datagrams the kernel dropped for our UDP socket (receive buffer full),
+    like every other drop: at most one line per DROP_LOG_INTERVAL, saying how many
+    since the last line. ``check()`` is called every second or so (a /proc read)."""
+
+    def __init__(self, sock: Any, interval: float = DROP_LOG_INTERVAL) -> None:
+        self.sock = sock
+        self.interval = interval
+        self._seen = udp_kernel_drops(sock) or 0
+        self._unlogged = 0
+        self._last_logged = -interval
+
+    def check(self) -> None:
+        total = udp_kernel_drops(self.sock)
+        if total is None:
+            return
+        self._unlogged += max(0, total - self._seen)
+        self._seen = total
+        now = time.monotonic()
+        if self._unlogged and now - self._last_logged >= self.interval:
+            self._last_logged = now
+            drops_log.warning(
+                "the kernel dropped %d datagram(s) for our UDP socket (%d since start): "
+                "its receive buffer was full; raise --udp-rcvbuf and net.core.rmem_max",
+                self._unlogged, total,
+            )
+            self._unlogged = 0
 
 
 def accept_backlog(sock: Any) -> int:

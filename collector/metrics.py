@@ -133,6 +133,20 @@ class CollectorMetrics:
                       stats.tcp_refused)
         yield counter("tcp_idle_closed", "TCP connections closed for idleness.",
                       stats.tcp_idle_closed)
+        yield counter("tcp_closed_too_long",
+                      "TCP connections closed for a line over --max-line-length.",
+                      stats.tcp_closed_too_long)
+        yield counter("metric_names_evicted",
+                      "Names forgotten after --metric-idle-ttl without samples.",
+                      daemon.aggregator.evicted)
+        yield gauge("key_lookups_waiting",
+                    "Distinct API keys waiting for (or in) a store lookup.",
+                    daemon.key_lookups_waiting)
+        yield gauge("key_lookups_running", "API-key store lookups in progress.",
+                    daemon.keys.lookups_running)
+        yield counter("key_lookups_shed",
+                      "Keyed lines dropped (overload): too many distinct keys waiting "
+                      "for a lookup.", stats.key_lookups_shed)
         yield counter("key_cache_hits", "API-key lookups answered from the cache.",
                       daemon.keys.hits)
         yield counter("key_cache_misses", "API-key lookups that went to the store.",

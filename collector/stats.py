@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from protocol.lines import LineError, Reason
+from protocol.tokens import redact_tokens as redact_tokens_text
+from protocol.tokens import redact_tokens_bytes
 from store.durable import Histogram, WriterStats
 
 __all__ = ["CollectorStats", "Histogram", "LogLimiter"]
@@ -15,6 +17,14 @@ __all__ = ["CollectorStats", "Histogram", "LogLimiter"]
 log = logging.getLogger("glowing_fiesta.drops")
 
 DROP_LOG_INTERVAL = 10.0  # seconds between log lines about dropped input, per reason
+
+
+def redact_tokens(sample: bytes | str) -> bytes | str:
+    """A logged sample never shows a whole token (a bad line may carry a key: a typo, a
+    bad value after a good key): token-shaped runs cut to their display prefix."""
+    if isinstance(sample, str):
+        return redact_tokens_text(sample)
+    return redact_tokens_bytes(sample)
 
 
 @dataclass
@@ -31,6 +41,8 @@ class CollectorStats(WriterStats):
     tcp_connections: int = 0
     tcp_refused: int = 0  # connections over --max-tcp-connections
     tcp_idle_closed: int = 0
+    tcp_closed_too_long: int = 0  # connections closed for a line over --max-line-length
+    key_lookups_shed: int = 0  # lines dropped (overload): MAX_KEY_LOOKUPS_WAITING tokens wait
     backpressure_skips: int = 0  # flush ticks that left buckets in the aggregator (full)
     store_ready: int = 1  # gauge: 0 while the schema migration waits for the database
     retention_passes: int = 0
@@ -52,7 +64,7 @@ class CollectorStats(WriterStats):
                 "dropped %d line(s): %s; sample: %r",
                 self._unlogged.pop(reason),
                 reason.value,
-                sample,
+                redact_tokens(sample),
             )
 
     def drop_errors(self, errors: list[LineError]) -> None:

@@ -48,3 +48,19 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     if not scopes:
         raise ValueError("at least one scope is required")
     return tuple(sorted(scopes))
+
+
+_TOKEN_RUN_TEXT = re.compile(r"gf_[0-9A-Za-z]{32}", re.ASCII)
+_TOKEN_RUN_BYTES = re.compile(rb"gf_[0-9A-Za-z]{32}")
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every token-shaped run (anywhere: inside a name, after a typo) cut
+    to its display prefix + "...": for log lines and error messages, which never show
+    a whole token."""
+    return _TOKEN_RUN_TEXT.sub(lambda m: display_prefix(m.group()) + "...", text)
+
+
+def redact_tokens_bytes(data: bytes) -> bytes:
+    """``redact_tokens`` for raw input (a line sample in a drop log)."""
+    return _TOKEN_RUN_BYTES.sub(lambda m: m.group()[:DISPLAY_PREFIX_LENGTH] + b"...", data)

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from protocol.points import FieldError
+from protocol.tokens import redact_tokens
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,14 @@ def error_response(
     status: int, code: str, message: str, details: Iterable[FieldError] = (),
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
+    # Messages may quote what the client sent (a name, a field): never a whole token.
     body = {
         "error": {
             "code": code,
-            "message": message,
+            "message": redact_tokens(message),
             "details": [
-                {"index": d.index, "field": d.field, "message": d.message} for d in details
+                {"index": d.index, "field": d.field, "message": redact_tokens(d.message)}
+                for d in details
             ],
         }
     }
@@ -123,5 +126,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise  # redirects and the like are not errors
         return from_http_exception(exc)
     except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
+        log.exception("unexpected error answering %s %s", request.method,
+                      redact_tokens(request.path))
         return error_response(500, "internal", "internal server error")

@@ -2,7 +2,9 @@
 
 Both hits and misses are cached, so a flood of requests with bad keys costs one
 database lookup per distinct key per TTL, not one per request. Revocation therefore
-takes effect within the TTL.
+takes effect within the TTL. ``max_concurrent`` caps the lookups that run at once (the
+collector's unauthenticated UDP must not hold every connection of the pool); more wait
+their turn.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class KeyCache:
         ttl: float,
         *,
         max_entries: int = 100_000,
+        max_concurrent: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -36,6 +39,8 @@ class KeyCache:
         # token hash -> (expires at, key or None for "no such key")
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
         self._inflight: dict[str, asyncio.Future[ApiKey | None]] = {}
+        self._slots = None if max_concurrent is None else asyncio.Semaphore(max_concurrent)
+        self.lookups_running = 0  # store lookups in progress now
 
     def peek(self, token: str) -> ApiKey | object | None:
         """The cached answer, or ``KeyCache.MISSING`` if a lookup is needed. Never waits."""
@@ -62,7 +67,7 @@ class KeyCache:
         future: asyncio.Future[ApiKey | None] = asyncio.get_running_loop().create_future()
         self._inflight[key_hash] = future
         try:
-            key = await self.store.find_key(key_hash)
+            key = await self._find(key_hash)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters may be none
@@ -75,6 +80,20 @@ class KeyCache:
             return key
         finally:
             del self._inflight[key_hash]
+
+
+    async def _find(self, key_hash: str) -> ApiKey | None:
+        if self._slots is None:
+            return await self._find_now(key_hash)
+        async with self._slots:
+            return await self._find_now(key_hash)
+
+    async def _find_now(self, key_hash: str) -> ApiKey | None:
+        self.lookups_running += 1
+        try:
+            return await self.store.find_key(key_hash)
+        finally:
+            self.lookups_running -= 1
 
 
 def usable(key: ApiKey | None, scope: str) -> bool:

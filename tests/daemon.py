@@ -12,7 +12,7 @@ from pathlib import Path
 
 CLI = str(Path(sys.executable).parent / "glowing-fiesta")
 _LISTENING = re.compile(r"listening on (UDP|TCP|HTTP)S? [\d.]+:(\d+)")
-_READY = re.compile(r"glowing_fiesta: ready$")
+_READY = re.compile(r'glowing_fiesta: ready$|"logger":"glowing_fiesta","message":"ready"')
 
 
 class DaemonProcess:

@@ -112,7 +112,7 @@ async def test_tcp_connections_are_counted(daemon: Collector, admin_url: str) ->
     assert daemon.tcp_address is not None
     _reader, writer = await asyncio.open_connection(*daemon.tcp_address)
     try:
-        writer.write(b"tcp.lines:1|c\n" + b"x" * 5000 + b":1|c\ntcp.lines:1|c\n")
+        writer.write(b"tcp.lines:1|c\ntcp.lines:1|c\n" + b"x" * 5000 + b":1|c\n")
         await writer.drain()
 
         async def read() -> bool:
@@ -120,8 +120,10 @@ async def test_tcp_connections_are_counted(daemon: Collector, admin_url: str) ->
 
         await until(read)
         figures = await scrape(admin_url)
-        assert value(figures, "gf_collector_tcp_connections_open") == 1
+        # The over-long line broke framing: that connection was closed.
+        assert value(figures, "gf_collector_tcp_connections_open") == 0
         assert value(figures, "gf_collector_tcp_connections_total") == 1
+        assert value(figures, "gf_collector_tcp_closed_too_long_total") == 1
         assert value(figures, "gf_collector_lines_dropped_total", reason="too_long") == 1
         assert value(figures, "gf_collector_samples_total") == 2
     finally:

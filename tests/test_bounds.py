@@ -64,10 +64,11 @@ async def test_max_line_length(
     long_line = b"long:" + b"1" * 200 + b"|c"
     send_udp(collector, *[long_line + b"\nok.udp:1|c"] * 5)
     assert collector.tcp_address is not None
-    _reader, writer = await asyncio.open_connection(*collector.tcp_address)
-    writer.write((b"x" * 1000 + b"\nok.tcp:1|c\n") * 5)
+    reader, writer = await asyncio.open_connection(*collector.tcp_address)
+    writer.write(b"ok.tcp:1|c\n" * 5 + b"x" * 1000 + b"\n")
     await writer.drain()
-    await until(lambda: collector.stats.drops[Reason.TOO_LONG] == 10)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # a TCP peer that breaks
+    await until(lambda: collector.stats.drops[Reason.TOO_LONG] == 6)  # framing: closed
     writer.close()
     await collector.shutdown()
     assert await count_of(sqlite_store, "ok.udp") == 5

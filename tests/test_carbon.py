@@ -7,6 +7,7 @@ sent is either stored or counted as dropped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import signal
@@ -173,18 +174,27 @@ async def carbon_collector(
         await daemon.shutdown()
 
 
-async def send_tcp(address: tuple[str, int], data: bytes, rng: random.Random) -> None:
-    """``data`` in random chunks (single bytes among them), then a clean close."""
-    _reader, writer = await asyncio.open_connection(*address)
+async def send_tcp(address: tuple[str, int], data: bytes, rng: random.Random, *,
+                   closed_by_peer: bool = False) -> None:
+    """``data`` in random chunks (single bytes among them), then a clean close.
+    ``closed_by_peer``: the data breaks framing (an over-long line), so the collector
+    closes the connection: wait for that instead."""
+    reader, writer = await asyncio.open_connection(*address)
     position = 0
-    while position < len(data):
-        step = rng.choice([1, 2, 7, 64, 900])
-        writer.write(data[position : position + step])
-        position += step
-        await writer.drain()
-        await asyncio.sleep(0)
+    try:
+        while position < len(data):
+            step = rng.choice([1, 2, 7, 64, 900])
+            writer.write(data[position : position + step])
+            position += step
+            await writer.drain()
+            await asyncio.sleep(0)
+        if closed_by_peer:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        assert closed_by_peer, "the collector closed a connection that kept framing"
     writer.close()
-    await writer.wait_closed()
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        await writer.wait_closed()
 
 
 async def send_udp(address: tuple[str, int], datagrams: list[bytes]) -> None:
@@ -219,9 +229,11 @@ async def test_table_over_real_sockets_stored_exactly(
             assert daemon.carbon.tcp_address is not None
             assert daemon.carbon.udp_address is not None
             lines = [c.line for c in CASES]
-            if transport == "tcp":
-                await send_tcp(daemon.carbon.tcp_address, b"\n".join(lines) + b"\n",
+            if transport == "tcp":  # the over-long line (the last) closes its connection
+                await send_tcp(daemon.carbon.tcp_address, b"\n".join(lines[:-1]) + b"\n",
                                random.Random(12))
+                await send_tcp(daemon.carbon.tcp_address, lines[-1] + b"\n",
+                               random.Random(13), closed_by_peer=True)
             elif transport == "udp-one-line-each":
                 await send_udp(daemon.carbon.udp_address, lines)
             else:  # the long line would not fit a sane datagram budget: on its own
@@ -262,15 +274,16 @@ async def test_stream_cut_mid_line(sqlite_store: Store, tmp_path: Path) -> None:
 
 
 async def test_over_long_line_split_across_reads(sqlite_store: Store, tmp_path: Path) -> None:
-    """Framing bound: an over-long line arriving in many reads is dropped up to its
-    newline; the lines around it are intact."""
+    """Framing bound: an over-long line arriving in many reads is dropped and closes
+    the connection, as for StatsD lines; the lines before it are intact."""
     async with carbon_collector(sqlite_store, tmp_path) as daemon:
         assert daemon.carbon is not None and daemon.carbon.tcp_address is not None
-        data = (line("long.a 1 {ts}\n") + b"long.a " + b"9" * 5000 + line(" {ts}\n")
-                + line("long.a 2 {ts}\n"))
-        await send_tcp(daemon.carbon.tcp_address, data, random.Random(8))
+        data = (line("long.a 1 {ts}\nlong.a 2 {ts}\n") + b"long.a " + b"9" * 5000
+                + line(" {ts}\n") + line("long.a 4 {ts}\n"))
+        await send_tcp(daemon.carbon.tcp_address, data, random.Random(8), closed_by_peer=True)
     assert await stored_points(sqlite_store) == {"long.a": [(TS, 2.0, 3.0, 1.0, 2.0)]}
     assert daemon.stats.drops == Counter({Reason.TOO_LONG: 1})
+    assert daemon.stats.tcp_closed_too_long == 1
 
 
 async def test_key_prefix_and_require_key(store: Store, tmp_path: Path) -> None:

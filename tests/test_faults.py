@@ -11,6 +11,7 @@ twice, or lost, changes those numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import math
 import random
@@ -442,16 +443,18 @@ async def test_garbage_never_disturbs_good_lines(
         writer.write(b"slow.loris:1")
         await writer.drain()
 
-    # TCP: 1 MB lines between good ones, junk, invalid UTF-8, NaN.
-    _reader, writer = await asyncio.open_connection(*daemon.tcp)
+    # TCP: junk, invalid UTF-8, NaN between good lines; then a 1 MB line, which breaks
+    # framing: that connection is closed, the good lines before it are kept.
     for _ in range(3):
-        writer.write(good.line() + b"\n" + b"x" * (1 << 20) + b"\n" + good.line() + b"\n")
+        reader, writer = await asyncio.open_connection(*daemon.tcp)
         writer.write(rng.choice(bad_lines) + b"\n" + good.line() + b"\n")
         junk = bytes(rng.randrange(256) for _ in range(2000)).replace(b"\n", b"")
         writer.write(junk + b"\n" + good.line() + b"\n")
-        await writer.drain()
-
-    writer.close()
+        writer.write(good.line() + b"\n" + b"x" * (1 << 20) + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
     for reader, _writer in loris:  # each is closed by the daemon within its timeout
         assert await asyncio.wait_for(reader.read(), 10) == b""
     # Still up, still taking good lines.
@@ -469,6 +472,7 @@ async def test_garbage_never_disturbs_good_lines(
     for reason in ("bad_value", "too_long", "parse_error", "bad_name"):
         assert daemon.count_log(f"dropped .*: {reason}"), reason
     assert daemon.count_log("closed a TCP connection idle")
+    assert daemon.count_log("closed a TCP connection that sent a line over")
 
 
 # -- 6. retention on 10M rows while ingesting --------------------------------------------
