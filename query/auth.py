@@ -39,10 +39,16 @@ async def authenticate(request: web.Request) -> ApiKey:
     token = request.headers.get(API_KEY_HEADER) or session_token(request)
     if not token:
         raise ApiError(401, f"missing {API_KEY_HEADER} header")
+    return await look_up_key(request.app, token)
+
+
+async def look_up_key(app: web.Application, token: str) -> ApiKey:
+    """The key of ``token``: 401 unless it is a key that exists and is not revoked, 503
+    when the store cannot tell."""
     if not is_token(token):  # not even the shape of a key: no lookup
         raise ApiError(401, "invalid API key")
     try:
-        key = await request.app[KEYS].get(token)
+        key = await app[KEYS].get(token)
     except StoreError as exc:
         raise ApiError(503, "cannot check the API key: the store is unavailable") from exc
     if key is None:
@@ -50,6 +56,24 @@ async def authenticate(request: web.Request) -> ApiKey:
     if key.revoked_at is not None:
         raise ApiError(401, "API key revoked")
     return key
+
+
+async def admit(app: web.Application, key: ApiKey, scope: str) -> dict[str, str]:
+    """Spend one request of ``key``'s rate limit, then check its ``scope``: 429 or 403,
+    else the rate-limit headers for the answer. Rate limited before the scope check: a
+    key spends its budget on refused calls too."""
+    limit = key_rate_limit(key.rate_limit, app[CONFIG].default_rate_limit)
+    decision = await app[LIMITER].acquire(key.key_hash, limit)
+    headers = decision.headers()
+    if not decision.allowed:
+        app[STATS].rate_limited += 1
+        raise ApiError(
+            429, f"rate limit of {limit} exceeded for this key; retry in "
+            f"{headers['Retry-After']} s", headers=headers,
+        )
+    if scope not in key.scopes:
+        raise ApiError(403, f"API key lacks the {scope!r} scope", headers=headers)
+    return headers
 
 
 # The dashboard's login (query.dashboard) keeps its read key in this cookie (HttpOnly,
@@ -85,19 +109,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     scope = app[SCOPES].get(request.match_info.route.name or "")
     if scope is None:
         return await handler(request)
-    key = await authenticate(request)
-    # Rate limited before the scope check: a key spends its budget on refused calls too.
-    limit = key_rate_limit(key.rate_limit, app[CONFIG].default_rate_limit)
-    decision = await app[LIMITER].acquire(key.key_hash, limit)
-    headers = decision.headers()
-    if not decision.allowed:
-        app[STATS].rate_limited += 1
-        raise ApiError(
-            429, f"rate limit of {limit} exceeded for this key; retry in "
-            f"{headers['Retry-After']} s", headers=headers,
-        )
-    if scope not in key.scopes:
-        raise ApiError(403, f"API key lacks the {scope!r} scope", headers=headers)
+    headers = await admit(app, await authenticate(request), scope)
     try:
         response = await handler(request)
     except (ApiError, web.HTTPException) as exc:
@@ -111,24 +123,6 @@ async def authorize_token(request: web.Request, token: object, scope: str) -> di
     """For routes whose key comes in the body (StatHat's ``ezkey``/``ukey``), not the
     header: the checks of ``guard_middleware`` in its order (401, 503, 429, 403) on
     ``token``. Returns the rate-limit headers for the answer; raises ApiError."""
-    if not isinstance(token, str) or not is_token(token):
+    if not isinstance(token, str):
         raise ApiError(401, "invalid API key")
-    app = request.app
-    try:
-        key = await app[KEYS].get(token)
-    except StoreError as exc:
-        raise ApiError(503, "cannot check the API key: the store is unavailable") from exc
-    if key is None or key.revoked_at is not None:
-        raise ApiError(401, "invalid API key")
-    limit = key_rate_limit(key.rate_limit, app[CONFIG].default_rate_limit)
-    decision = await app[LIMITER].acquire(key.key_hash, limit)
-    headers = decision.headers()
-    if not decision.allowed:
-        app[STATS].rate_limited += 1
-        raise ApiError(
-            429, f"rate limit of {limit} exceeded for this key; retry in "
-            f"{headers['Retry-After']} s", headers=headers,
-        )
-    if scope not in key.scopes:
-        raise ApiError(403, f"API key lacks the {scope!r} scope", headers=headers)
-    return headers
+    return await admit(request.app, await look_up_key(request.app, token), scope)

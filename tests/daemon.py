@@ -120,3 +120,14 @@ async def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def create_key(database_url: str, name: str, *options: str) -> str:
+    """``glowing-fiesta keys create NAME`` (which migrates too); the token it printed."""
+    status, out, err = await run_cli("keys", "create", name, "--database-url", database_url,
+                                     *options)
+    assert status == 0, err
+    match = re.search(r"gf_[0-9A-Za-z]{32}", out)
+    assert match is not None, out
+    assert match.group() not in err  # printed once, on stdout, and nowhere else
+    return match.group()

@@ -1,8 +1,10 @@
-"""A plain PyMySQL connection for a mysql:// URL: tests seed and check the server
-directly, never through the store under test."""
+"""A plain PyMySQL connection for a mysql:// URL (and ``fetch_all`` for either
+backend's URL): tests seed and check the database directly, never through the store
+under test."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,3 +24,20 @@ def connect(url: str, *, database: bool = True) -> Any:
         connect_timeout=5,
         autocommit=True,
     )
+
+
+def fetch_all(url: str, query: str) -> list[tuple[Any, ...]]:
+    """Every row of ``query`` on the database of a sqlite:/// or mysql:// URL."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            return conn.execute(query).fetchall()
+        finally:
+            conn.close()
+    server = connect(url)
+    try:
+        with server.cursor() as cursor:
+            cursor.execute(query)
+            return list(cursor.fetchall())
+    finally:
+        server.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests import mysqldirect
 from tests.daemon import DaemonProcess, run_cli
 from tests.http_support import scrape, value
+from tests.mysqldirect import fetch_all
 from tests.poison import POISON, accept_poison, refuse_poison
 
 pytestmark = pytest.mark.slow
@@ -35,20 +34,7 @@ Totals = dict[str, tuple[float, float]]  # name -> (SUM(cnt), SUM(sum))
 def db_totals(url: str) -> Totals:
     query = ("SELECT m.name, SUM(p.cnt), SUM(p.`sum`) FROM points_1s p "
              "JOIN metrics m ON m.id = p.metric_id GROUP BY m.name")
-    if url.startswith("sqlite"):
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        try:
-            rows = conn.execute(query).fetchall()
-        finally:
-            conn.close()
-    else:
-        conn = mysqldirect.connect(url)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(query)
-                rows = cursor.fetchall()
-        finally:
-            conn.close()
+    rows = fetch_all(url, query)
     return {name: (float(cnt), float(total)) for name, cnt, total in rows}
 
 

@@ -14,19 +14,9 @@ import aiohttp
 import pytest
 
 from protocol.tokens import display_prefix, generate_token
-from tests.daemon import DaemonProcess, run_cli
+from tests.daemon import DaemonProcess, create_key, run_cli
 
 TOKEN = re.compile(r"gf_[0-9A-Za-z]{32}")
-
-
-async def create_key(database_url: str, name: str, *options: str) -> str:
-    status, out, err = await run_cli("keys", "create", name, "--database-url", database_url,
-                                     *options)
-    assert status == 0, err
-    match = TOKEN.search(out)
-    assert match is not None, out
-    assert match.group() not in err  # printed once, on stdout, and nowhere else
-    return match.group()
 
 
 def lines_for(valid: str, revoked: str, unknown: str, read_only: str) -> list[bytes]:
