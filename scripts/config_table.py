@@ -37,7 +37,9 @@ click options from them. Under systemd the variables live in one `EnvironmentFil
 
 Commands: `run` (collector + HTTP in one process), `collector`, `serve` (HTTP only),
 `db migrate`, `keys create NAME [--scopes write,read] [--rate-limit 100/s]`,
-`keys list`, `keys revoke NAME_OR_PREFIX`, `retention run`.
+`keys list`, `keys revoke NAME_OR_PREFIX`, `retention run`,
+`quarantine list`, `quarantine replay ID... | --all`, `quarantine discard ID... | --all`
+(batches the database refused for good: [operations.md](operations.md#the-quarantine)).
 
 A rate limit is `COUNT/UNIT`, e.g. `100/s` or `6000/m`.
 """
