@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 static int add_to(PyObject *bucket, PyObject *value, double v) {
@@ -26,9 +27,11 @@ static int add_to(PyObject *bucket, PyObject *value, double v) {
     if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
         !PyFloat_CheckExact(mx))
         return 0;
+    double total = PyFloat_AS_DOUBLE(sum) + v;
+    if (!isfinite(total)) return 0; /* protocol.buckets.is_finite_bucket: Python drops it */
     PyObject *new_cnt = PyFloat_FromDouble(PyFloat_AS_DOUBLE(cnt) + 1.0);
     if (!new_cnt) return -1;
-    PyObject *new_sum = PyFloat_FromDouble(PyFloat_AS_DOUBLE(sum) + v);
+    PyObject *new_sum = PyFloat_FromDouble(total);
     if (!new_sum) {
         Py_DECREF(new_cnt);
         return -1;

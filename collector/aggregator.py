@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
+from protocol.buckets import is_finite_bucket, merge
 from protocol.lines import KIND_BY_TYPE, NUMBER, LineParser, Reason, Sample
 from protocol.names import Kind
 
@@ -183,8 +184,13 @@ class Aggregator:
                 table[name] = [1.0, value, value, value, kind]
                 self._pending += 1
             else:
-                bucket[0] += 1.0
-                bucket[1] += value
+                total = bucket[1] + value
+                if total - total != 0.0:  # inf: buckets.is_finite_bucket, inline
+                    lines += 1
+                    self.add(Sample(name, kind, value, 1.0, None, None), now)  # counts it
+                    continue
+                bucket[0] += 1.0  # finite: a count of 1e308 samples never comes
+                bucket[1] = total
                 if value < bucket[2]:
                     bucket[2] = value
                 elif value > bucket[3]:
@@ -240,9 +246,12 @@ class Aggregator:
             weight = 1.0
             total = value
         else:
-            weight = 1.0 / rate
+            weight = 1.0 / rate  # <= 1e6: the parser's RATE_FLOOR
             total = value * weight
         if bucket is None:
+            if not is_finite_bucket(weight, total, value, value):  # e.g. 1e308|c|@0.1
+                self.stats.drop(Reason.OVERFLOW, 1, name)
+                return
             if self._pending >= self.config.max_pending_buckets:
                 self.stats.drop(Reason.OVERLOAD, 1, name)
                 return
@@ -250,13 +259,9 @@ class Aggregator:
                 table = self.buckets[ts] = {}
             table[name] = [weight, total, value, value, kind]
             self._pending += 1
-        else:
-            bucket[0] += weight
-            bucket[1] += total
-            if value < bucket[2]:
-                bucket[2] = value
-            elif value > bucket[3]:
-                bucket[3] = value
+        elif not merge(bucket, weight, total, value, value):
+            self.stats.drop(Reason.OVERFLOW, 1, name)
+            return
         self.stats.samples += 1
 
     def _add_keyed(self, sample: Sample, now: int) -> None:

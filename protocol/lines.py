@@ -15,6 +15,7 @@ import re
 from enum import StrEnum
 from typing import Final, NamedTuple
 
+from protocol.buckets import RATE_FLOOR
 from protocol.names import COUNTER, VALUE, Kind, is_valid_name_bytes
 from protocol.tokens import TOKEN_LENGTH
 
@@ -30,7 +31,7 @@ class Reason(StrEnum):
     BAD_NAME = "bad_name"
     BAD_VALUE = "bad_value"  # not a finite number
     UNKNOWN_TYPE = "unknown_type"  # e.g. StatsD sets (|s)
-    BAD_RATE = "bad_rate"  # not in (0, 1]
+    BAD_RATE = "bad_rate"  # not in [RATE_FLOOR, 1] = [1e-6, 1]
     BAD_TIMESTAMP = "bad_timestamp"  # not an integer, or outside the accepted window
     UNSUPPORTED = "unsupported"  # StatsD gauge deltas (+n|g, -n|g)
     TOO_LONG = "too_long"
@@ -39,6 +40,7 @@ class Reason(StrEnum):
     KIND_CONFLICT = "kind_conflict"  # a counter sample for a value metric or vice versa
     TOO_MANY_METRICS = "too_many_metrics"  # a new name past --max-metrics
     OVERLOAD = "overload"  # past --max-pending-buckets
+    OVERFLOW = "overflow"  # its bucket's sum or count would stop being finite
 
 
 class Sample(NamedTuple):
@@ -75,6 +77,7 @@ KIND_BY_TYPE: Final[dict[bytes, Kind]] = {
 NUMBER: Final = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NUMBER = NUMBER
 _TOKEN = re.compile(rb"gf_[0-9A-Za-z]{32}")
+_RATE_RANGE: Final = f"sample rate must be in [{RATE_FLOOR}, 1]"
 _NAME_CACHE_LIMIT: Final = 200_000
 _TIME_CACHE_LIMIT: Final = 4096
 
@@ -161,8 +164,8 @@ class LineParser:
                             failure = (Reason.BAD_RATE, "sample rate is not a number")
                             break
                         rate = float(raw_rate)
-                        if not 0.0 < rate <= 1.0:
-                            failure = (Reason.BAD_RATE, "sample rate must be in (0, 1]")
+                        if not RATE_FLOOR <= rate <= 1.0:
+                            failure = (Reason.BAD_RATE, _RATE_RANGE)
                             break
                     elif marker == b"#":
                         has_tags = True

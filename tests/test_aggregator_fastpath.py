@@ -21,15 +21,20 @@ from protocol.lines import Reason
 NOW = int(time.time())
 NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed"]
 VALUES = [b"1", b"0", b"12", b"-3", b"2.5", b".5", b"1e3", b"+4", b"abc", b"", b"nan",
-          b"9" * 400, b"0" * 350 + b"1"]
+          b"9" * 400, b"0" * 350 + b"1",
+          # adversarial numerics (issue 9): pairs that overflow a bucket, -0.0, the
+          # float range's edges, huge exponents
+          b"1e308", b"-1e308", b"1.7976931348623157e308", b"-0.0", b"-0", b"4.9e-324",
+          b"1e-320", b"1e99999", b"1e-99999", b"8.98846567431158e307"]
 TYPES = [b"c", b"ms", b"g", b"v", b"h", b"d", b"s", b"", b"c\r", b"C"]
 TAILS = [b"", b"", b"", b"|@0.5", b"|@0.25|#a:b", b"|#tag", b"|T" + str(NOW - 5).encode(),
-         b"|T" + str(NOW).encode(), b"|T1", b"|zz", b"|@2"]  # |T<NOW>: "now" until a tick
+         b"|T" + str(NOW).encode(), b"|T1", b"|zz", b"|@2",  # |T<NOW>: "now" until a tick
+         b"|@1e-320", b"|@1e-6", b"|@9.99e-7", b"|@0.1", b"|@4.9e-324", b"|@-0.0"]
 
 # Lines that repeat, as real traffic does: the cached fast path handles them from their
 # third sight on (first: the name is learnt; second: the value|type part).
 COMMON = [b"a.b:1|c", b"a.b:1|c", b"c:2|ms", b"x.y.z:1|c", b"t-1:7|g", b"c:1|c", b"a.b:5|c",
-          b"x.y.z:2.5|c"]
+          b"x.y.z:2.5|c", b"a.b:1e308|c", b"t-1:-1e308|g", b"t-1:1e308|g", b"c:-0.0|ms"]
 
 line = st.one_of(
     st.sampled_from(COMMON),

@@ -84,6 +84,8 @@ VALID: list[tuple[bytes, Sample]] = [
     (b"foo:1|c|@1", counter("foo", 1.0)),
     (b"foo:1|c|@1.0", counter("foo", 1.0)),
     (b"foo:1|c|@.5", counter("foo", 1.0, rate=0.5)),
+    (b"foo:1|c|@1e-6", counter("foo", 1.0, rate=1e-6)),  # RATE_FLOOR itself
+    (b"foo:1|c|@0.000001", counter("foo", 1.0, rate=1e-6)),
     (b"foo:1|c|@1e-1", counter("foo", 1.0, rate=0.1)),
     (b"foo:1|c|@0.001", counter("foo", 1.0, rate=0.001)),
     # DogStatsD: tags accepted and ignored, origin fields ignored, |T epoch
@@ -183,6 +185,9 @@ INVALID: list[tuple[bytes, Reason]] = [
     (b"foo:1|c|@ 0.5", Reason.BAD_RATE),
     (b"foo:1|c|@0,5", Reason.BAD_RATE),
     (b"foo:1|c|#env:prod|@2", Reason.BAD_RATE),
+    (b"x:0|c|@1e-320", Reason.BAD_RATE),  # subnormal: 1/rate would be inf (issue 9)
+    (b"foo:1|c|@9.99e-7", Reason.BAD_RATE),  # below RATE_FLOOR = 1e-6
+    (b"foo:1|c|@0.0000001", Reason.BAD_RATE),
     # timestamps outside [now - max_age, now + 300] or not epoch seconds
     (f"foo:1|c|T{NOW - MAX_AGE - 1}".encode(), Reason.BAD_TIMESTAMP),
     (f"foo:1|c|T{NOW + FUTURE_TOLERANCE + 1}".encode(), Reason.BAD_TIMESTAMP),
@@ -516,4 +521,5 @@ def test_reason_values_are_stable_labels() -> None:
         "KIND_CONFLICT": "kind_conflict",
         "TOO_MANY_METRICS": "too_many_metrics",
         "OVERLOAD": "overload",
+        "OVERFLOW": "overflow",
     }
