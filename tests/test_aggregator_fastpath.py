@@ -19,7 +19,8 @@ from collector.stats import CollectorStats
 from protocol.lines import Reason
 
 NOW = int(time.time())
-NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed"]
+NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed",
+         b"gf_" + b"B" * 32 + b"web.hits", b"gf_" + b"C" * 31 + b".short"]  # bad_key, a name
 VALUES = [b"1", b"0", b"12", b"-3", b"2.5", b".5", b"1e3", b"+4", b"abc", b"", b"nan",
           b"9" * 400, b"0" * 350 + b"1",
           # adversarial numerics (issue 9): pairs that overflow a bucket, -0.0, the
@@ -142,3 +143,22 @@ def test_pending_count_and_cap_across_seconds(implementation: str) -> None:
     assert state(fast, []) == state(slow, [])
     assert held(fast) == 4
     assert fast.stats.drops == {Reason.OVERLOAD: 4}
+
+
+def test_token_shaped_head_without_the_dot_is_bad_key(
+    implementation: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9: ``gf_<32 base62>web.hits`` (the "." forgotten) is never a metric name,
+    however often it comes (the fast paths learn only good heads), and its log sample
+    shows the token's display prefix only."""
+    token = b"gf_" + b"Z9" * 16
+    agg = Aggregator(CollectorConfig(), CollectorStats())
+    lines = [token + b"web.hits:1|c", b"web.hits:1|c", token + b"web.hits:1|c|@0.5"] * 3
+    agg.feed(b"\n".join(lines), NOW)
+    for line in lines:
+        agg.feed(line, NOW)
+    assert agg.stats.drops == {Reason.BAD_KEY: 12}
+    assert list(agg.buckets[NOW]) == ["web.hits"]
+    assert list(agg.kinds) == ["web.hits"]
+    assert token.decode() not in caplog.text
+    assert "gf_Z9Z9Z..." in caplog.text
