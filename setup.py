@@ -1,8 +1,8 @@
 """Only for the optional C accelerator; all metadata lives in pyproject.toml.
 
-collector/_fastfeed.c parses and aggregates the common StatsD line shapes in one pass
-(measured: ~2.5x the lines/s of the pure-Python path, see docs/performance.md). It is
-optional: where no compiler is available the build skips it and the collector uses the
+collector/_fastfeed.c parses every StatsD line and aggregates those of known names in
+one pass (docs/performance-parser.md has the figures). It is optional: where no
+compiler is available the build skips it and the collector uses the
 pure-Python path, which gives identical results (tests/test_aggregator_fastpath.py).
 """
 

@@ -1,156 +1,564 @@
-/* Optional accelerator for collector.aggregator.Aggregator.feed (pure-Python fallback).
+/* Optional accelerator of collector.aggregator.Aggregator.feed (pure-Python fallback).
  *
- * feed_fast(data, pos, known, tails, table, max_len, capacity) -> (pos, added, created)
+ * It parses every line in C (value, type, @rate, |#tags, |T, the key-prefix split) with
+ * exactly the grammar of protocol/lines.py, the reference, and aggregates the good lines
+ * of known names into the buckets. Two entry points:
  *
- * Aggregates, from byte offset ``pos`` on, the lines the Python fast path has already
- * learnt everything about: the head (bytes before ":") is in ``known`` -> (name, kind)
- * and the rest of the line in ``tails`` -> (value, kind) with the same kind, into
- * ``table`` (name -> [cnt, sum, mn, mx, kind]: the aggregator's table of this second).
- * It creates at most ``capacity`` new buckets (what --max-pending-buckets leaves) and
- * returns how many it created, so Python keeps its pending count exact. It stops at
- * the first line it does not fully handle and returns that line's offset, so the
- * Python code handles that line (and owns every rule: validation, caps, conflicts,
- * learning new heads and tails) before calling back; ``pos == len(data)`` means done.
- * It never parses a number or a name itself: it cannot disagree with the Python parser.
- * An error (out of memory only: the keys are str and bytes) propagates; the buckets
- * this call created before it are then uncounted until the next take() resets the count.
+ * feed(data, pos, now, max_age, max_len, known, buckets, capacity)
+ *     -> (pos, added, created, tagged)
+ *   Aggregates, from byte offset ``pos`` on, every line that is valid and whose head
+ *   (the bytes before ":") is in ``known`` (head -> (name, kind): unkeyed names whose
+ *   kind is fixed: the name cache) with a matching kind, into ``buckets`` (epoch second
+ *   -> name -> [cnt, sum, mn, mx, kind]). It creates at most ``capacity`` new buckets
+ *   (what --max-pending-buckets leaves) and says how many it created, so Python keeps
+ *   its pending count exact. It stops at the first line it does not aggregate (an
+ *   unknown or keyed head, a kind conflict, a bad line, an overflow, the cap) and
+ *   returns that line's offset: Python handles that line with the reference parser
+ *   (which owns drop reasons, logging, caps, conflicts and learning new heads), then
+ *   calls back. ``pos == len(data)`` means done. ``tagged``: aggregated lines with
+ *   |#tags (counted as tags_ignored).
+ *
+ * parse_lines(data, now, max_age, max_len) -> (samples, reasons, tagged)
+ *   The whole parser, names and keys included, in the shape of LineParser.parse:
+ *   samples as (name, kind, value, rate, timestamp, token) and the reason of each bad
+ *   line. Used by the differential tests (tests/test_fastfeed_differential.py), which
+ *   hold it bit for bit against the Python parser.
+ *
+ * Memory safety: every read is bounded by the line's length (memchr and index checks;
+ * a number is copied into a NUL-terminated buffer before it is converted), timestamps
+ * have at most 12 digits (no signed overflow), and now/max_age are range-checked.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
-static int add_to(PyObject *bucket, PyObject *value, double v) {
-    /* bucket = [cnt, sum, mn, mx, kind]; the same float arithmetic as the Python path. */
+/* protocol.lines.FUTURE_TOLERANCE, protocol.buckets.RATE_FLOOR, names.MAX_NAME_LENGTH,
+ * tokens.TOKEN_LENGTH: exported below and held equal to the Python constants by a test. */
+#define FUTURE_TOLERANCE 300
+#define RATE_FLOOR 1e-6
+#define MAX_NAME_LENGTH 255
+#define TOKEN_LENGTH 35
+#define MAX_TS_DIGITS 12
+
+enum reason {
+    GF_OK = 0,
+    GF_PARSE_ERROR,
+    GF_BAD_NAME,
+    GF_BAD_VALUE,
+    GF_UNKNOWN_TYPE,
+    GF_BAD_RATE,
+    GF_BAD_TIMESTAMP,
+    GF_UNSUPPORTED,
+    GF_TOO_LONG,
+    GF_BAD_KEY,
+    GF_COUNT
+};
+/* the values of protocol.lines.Reason */
+static const char *const reason_names[GF_COUNT] = {
+    NULL,          "parse_error",   "bad_name",    "bad_value", "unknown_type",
+    "bad_rate",    "bad_timestamp", "unsupported", "too_long",  "bad_key",
+};
+
+enum kind { KIND_COUNTER = 0, KIND_VALUE = 1 };
+
+typedef struct {
+    long long now, oldest, newest; /* the |T window */
+    Py_ssize_t max_len;
+} limits;
+
+typedef struct {
+    const char *head;
+    Py_ssize_t head_len;
+    int kind;
+    double value, rate;
+    int has_ts;
+    long long ts;
+    int tagged;
+} parsed_line;
+
+static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static inline int is_base62(char c) {
+    return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static inline int is_name_char(char c) { return is_base62(c) || c == '_' || c == '-'; }
+
+/* protocol.names: dot-separated segments of [A-Za-z0-9_-], at most 255 bytes. */
+static int valid_name(const char *p, Py_ssize_t n) {
+    if (n < 1 || n > MAX_NAME_LENGTH) return 0;
+    int after_dot = 1; /* a leading "." is as bad as ".." */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] == '.') {
+            if (after_dot) return 0;
+            after_dot = 1;
+        } else if (is_name_char(p[i])) {
+            after_dot = 0;
+        } else {
+            return 0;
+        }
+    }
+    return !after_dot;
+}
+
+/* True if p[0:n] starts like a token: "gf_" + 32 base62 (protocol.lines._split_head). */
+static int token_shaped(const char *p, Py_ssize_t n) {
+    if (n < TOKEN_LENGTH || p[0] != 'g' || p[1] != 'f' || p[2] != '_') return 0;
+    for (Py_ssize_t i = 3; i < TOKEN_LENGTH; i++)
+        if (!is_base62(p[i])) return 0;
+    return 1;
+}
+
+/* protocol.lines.NUMBER, fully matched:
+ * [+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?  (ASCII digits only). */
+static int is_number(const char *p, Py_ssize_t n) {
+    Py_ssize_t i = 0, int_digits = 0, frac_digits = 0;
+    if (i < n && (p[i] == '+' || p[i] == '-')) i++;
+    while (i < n && is_digit(p[i])) i++, int_digits++;
+    if (i < n && p[i] == '.') {
+        i++;
+        while (i < n && is_digit(p[i])) i++, frac_digits++;
+    }
+    if (int_digits == 0 && frac_digits == 0) return 0;
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-')) i++;
+        Py_ssize_t exp_digits = 0;
+        while (i < n && is_digit(p[i])) i++, exp_digits++;
+        if (exp_digits == 0) return 0;
+    }
+    return i == n;
+}
+
+static const double exact_powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* float() of a string that is_number accepted: correctly rounded, as Python's.
+ * Fast path (Clinger): a mantissa of at most 2^53 and a power of ten of at most 22 are
+ * both exact doubles, so one multiplication or division rounds correctly. Anything
+ * else goes to PyOS_string_to_double, the very conversion float() uses (David Gay's
+ * correctly rounded strtod, locale-independent). Returns 0, or -1 with an exception. */
+static int to_double(const char *p, Py_ssize_t n, double *out) {
+    Py_ssize_t i = 0;
+    int negative = 0;
+    if (p[i] == '+' || p[i] == '-') negative = p[i++] == '-';
+    uint64_t mantissa = 0;
+    int digits = 0; /* significant digits in mantissa */
+    long scale = 0; /* decimal exponent from the fraction */
+    int exact = 1;
+    for (; i < n && is_digit(p[i]); i++) {
+        if (mantissa == 0 && p[i] == '0') continue;
+        if (++digits > 19) exact = 0;
+        else mantissa = mantissa * 10 + (uint64_t)(p[i] - '0');
+    }
+    if (i < n && p[i] == '.') {
+        for (i++; i < n && is_digit(p[i]); i++) {
+            scale--;
+            if (mantissa == 0 && p[i] == '0') continue;
+            if (++digits > 19) exact = 0;
+            else mantissa = mantissa * 10 + (uint64_t)(p[i] - '0');
+        }
+    }
+    long exponent = 0;
+    if (i < n) { /* [eE][+-]?[0-9]+ */
+        i++;
+        int exp_negative = 0;
+        if (p[i] == '+' || p[i] == '-') exp_negative = p[i++] == '-';
+        for (; i < n; i++) {
+            if (exponent < 100000) exponent = exponent * 10 + (p[i] - '0');
+            else exact = 0; /* huge: the slow path knows it is inf or 0 */
+        }
+        if (exp_negative) exponent = -exponent;
+    }
+    if (exact && mantissa == 0) {
+        *out = negative ? -0.0 : 0.0;
+        return 0;
+    }
+    long power = exponent + scale;
+#if FLT_EVAL_METHOD != 0 /* extended precision would round twice: slow path only */
+    exact = 0;
+#endif
+    if (exact && mantissa <= ((uint64_t)1 << 53) && power >= -22 && power <= 22) {
+        double m = (double)mantissa;
+        double v = power >= 0 ? m * exact_powers[power] : m / exact_powers[-power];
+        *out = negative ? -v : v;
+        return 0;
+    }
+    char small[128];
+    char *copy = n < (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc((size_t)n + 1);
+    if (!copy) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, p, (size_t)n);
+    copy[n] = '\0';
+    char *end = NULL;
+    double v = PyOS_string_to_double(copy, &end, NULL); /* inf on overflow, no error */
+    int failed = (v == -1.0 && PyErr_Occurred()) || end != copy + n;
+    if (copy != small) PyMem_Free(copy);
+    if (failed) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "to_double: not a number");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int all_digits(const char *p, Py_ssize_t n) {
+    if (n == 0) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!is_digit(p[i])) return 0;
+    return 1;
+}
+
+/* One line (no "\n"; its trailing "\r" already removed; not empty), checked in the
+ * order of LineParser.parse so a line with several faults gets the same reason.
+ * check_head: validate the name and key prefix (parse_lines); feed() instead looks the
+ * head up in its cache of good heads. Returns a reason (GF_OK: *out is the sample), or
+ * -1 with a Python exception (out of memory only). */
+static int parse_line(const char *p, Py_ssize_t len, const limits *lim, int check_head,
+                      parsed_line *out) {
+    if (len > lim->max_len) return GF_TOO_LONG;
+    const char *colon = memchr(p, ':', (size_t)len);
+    if (!colon) return GF_PARSE_ERROR;
+    const char *end = p + len;
+    const char *value = colon + 1;
+    const char *bar = memchr(value, '|', (size_t)(end - value));
+    if (!bar) return GF_PARSE_ERROR; /* fewer than two |fields */
+    Py_ssize_t value_len = bar - value;
+    const char *type = bar + 1;
+    const char *type_end = memchr(type, '|', (size_t)(end - type));
+    if (!type_end) type_end = end;
+    Py_ssize_t type_len = type_end - type;
+    if (type_len == 1 && type[0] == 'c') out->kind = KIND_COUNTER;
+    else if (type_len == 1 && (type[0] == 'v' || type[0] == 'g' || type[0] == 'h' ||
+                               type[0] == 'd'))
+        out->kind = KIND_VALUE;
+    else if (type_len == 2 && type[0] == 'm' && type[1] == 's') out->kind = KIND_VALUE;
+    else return GF_UNKNOWN_TYPE;
+
+    out->head = p;
+    out->head_len = colon - p;
+    if (check_head) {
+        const char *name = p;
+        Py_ssize_t name_len = out->head_len;
+        if (token_shaped(p, name_len)) {
+            if (name_len == TOKEN_LENGTH || p[TOKEN_LENGTH] != '.') return GF_BAD_KEY;
+            name += TOKEN_LENGTH + 1;
+            name_len -= TOKEN_LENGTH + 1;
+        }
+        if (!valid_name(name, name_len)) return GF_BAD_NAME;
+    }
+
+    if (!all_digits(value, value_len)) {
+        if (type_len == 1 && type[0] == 'g' && value_len > 0 &&
+            (value[0] == '+' || value[0] == '-'))
+            return GF_UNSUPPORTED;
+        if (!is_number(value, value_len)) return GF_BAD_VALUE;
+    }
+    if (to_double(value, value_len, &out->value) < 0) return -1;
+    if (!isfinite(out->value)) return GF_BAD_VALUE;
+
+    out->rate = 1.0;
+    out->has_ts = 0;
+    out->ts = 0;
+    out->tagged = 0;
+    for (const char *field = type_end; field < end;) {
+        field++; /* past "|" */
+        const char *field_end = memchr(field, '|', (size_t)(end - field));
+        if (!field_end) field_end = end;
+        Py_ssize_t n = field_end - field;
+        if (n >= 1 && field[0] == '@') {
+            if (!is_number(field + 1, n - 1)) return GF_BAD_RATE;
+            if (to_double(field + 1, n - 1, &out->rate) < 0) return -1;
+            if (!(RATE_FLOOR <= out->rate && out->rate <= 1.0)) return GF_BAD_RATE;
+        } else if (n >= 1 && field[0] == '#') {
+            out->tagged = 1;
+        } else if (n >= 1 && field[0] == 'T') {
+            if (!all_digits(field + 1, n - 1) || n - 1 > MAX_TS_DIGITS) return GF_BAD_TIMESTAMP;
+            long long ts = 0; /* at most 12 digits: no overflow */
+            for (Py_ssize_t i = 1; i < n; i++) ts = ts * 10 + (field[i] - '0');
+            out->has_ts = 1;
+            out->ts = ts;
+            if (!(lim->oldest <= ts && ts <= lim->newest)) return GF_BAD_TIMESTAMP;
+        } else if (n >= 2 && (field[0] == 'c' || field[0] == 'e') && field[1] == ':') {
+            /* DogStatsD origin detection (container id, external data) */
+        } else {
+            return GF_PARSE_ERROR;
+        }
+        field = field_end;
+    }
+    return GF_OK;
+}
+
+/* now and max_age as C integers small enough that the window cannot overflow. */
+static int read_limits(PyObject *now_obj, PyObject *max_age_obj, PyObject *max_len_obj,
+                       limits *lim) {
+    long long now = PyLong_AsLongLong(now_obj);
+    long long max_age = PyLong_AsLongLong(max_age_obj);
+    lim->max_len = PyLong_AsSsize_t(max_len_obj);
+    if (PyErr_Occurred()) return -1;
+    const long long bound = (long long)1 << 62;
+    if (now < -bound || now > bound || max_age < -bound || max_age > bound) {
+        PyErr_SetString(PyExc_OverflowError, "now or max_age out of range");
+        return -1;
+    }
+    lim->now = now;
+    lim->oldest = now - max_age;
+    lim->newest = now + FUTURE_TOLERANCE;
+    return 0;
+}
+
+static PyObject *kind_objects[2]; /* "counter", "value": interned at import */
+
+/* buckets[ts] -> that second's table, made if missing (borrowed, or NULL + error). */
+static PyObject *table_for(PyObject *buckets, long long ts) {
+    PyObject *key = PyLong_FromLongLong(ts);
+    if (!key) return NULL;
+    PyObject *table = PyDict_GetItemWithError(buckets, key);
+    if (!table && !PyErr_Occurred()) {
+        PyObject *fresh = PyDict_New();
+        if (fresh) {
+            if (PyDict_SetItem(buckets, key, fresh) == 0) table = fresh;
+            Py_DECREF(fresh); /* the dict holds it */
+        }
+    }
+    Py_DECREF(key);
+    if (table && !PyDict_CheckExact(table)) {
+        PyErr_SetString(PyExc_TypeError, "feed: a table is not a dict");
+        return NULL;
+    }
+    return table;
+}
+
+/* Add one sample to its bucket: the arithmetic of Aggregator.add and buckets.merge,
+ * including the rule buckets.is_finite_bucket. Returns 1 if added, 0 if Python must
+ * handle it (overflow, the cap, an unexpected object), -1 on error. */
+static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double value,
+                      double rate, Py_ssize_t *created, Py_ssize_t capacity) {
+    double weight = 1.0, total = value;
+    if (rate != 1.0) {
+        weight = 1.0 / rate;
+        total = value * weight;
+    }
+    PyObject *bucket = PyDict_GetItemWithError(table, name); /* borrowed */
+    if (!bucket) {
+        if (PyErr_Occurred()) return -1;
+        if (!isfinite(total)) return 0;        /* overflow: Python counts it */
+        if (*created >= capacity) return 0;   /* overload: Python counts it */
+        PyObject *fresh = PyList_New(5);
+        if (!fresh) return -1;
+        PyObject *items[4] = {PyFloat_FromDouble(weight), PyFloat_FromDouble(total),
+                              PyFloat_FromDouble(value), NULL};
+        if (items[2]) {
+            items[3] = items[2];
+            Py_INCREF(items[3]);
+        }
+        for (int i = 0; i < 4; i++) {
+            if (!items[i]) { /* PyList dealloc skips NULL slots */
+                for (int j = 0; j < 4; j++) Py_XDECREF(items[j]);
+                Py_DECREF(fresh);
+                return -1;
+            }
+        }
+        for (int i = 0; i < 4; i++) PyList_SET_ITEM(fresh, i, items[i]);
+        Py_INCREF(kind);
+        PyList_SET_ITEM(fresh, 4, kind);
+        int failed = PyDict_SetItem(table, name, fresh) < 0;
+        Py_DECREF(fresh);
+        if (failed) return -1;
+        (*created)++;
+        return 1;
+    }
+    if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
     PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
     PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
     if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
         !PyFloat_CheckExact(mx))
         return 0;
-    PyObject *new_cnt = PyFloat_FromDouble(PyFloat_AS_DOUBLE(cnt) + 1.0);
-    if (!new_cnt) return -1;
-    PyObject *new_sum = PyFloat_FromDouble(PyFloat_AS_DOUBLE(sum) + v);
-    if (!new_sum) {
-        Py_DECREF(new_cnt);
+    double new_cnt = PyFloat_AS_DOUBLE(cnt) + weight;
+    double new_sum = PyFloat_AS_DOUBLE(sum) + total;
+    if (!isfinite(new_cnt) || !isfinite(new_sum)) return 0; /* overflow: Python counts it */
+    PyObject *cnt_obj = PyFloat_FromDouble(new_cnt);
+    if (!cnt_obj) return -1;
+    PyObject *sum_obj = PyFloat_FromDouble(new_sum);
+    if (!sum_obj) {
+        Py_DECREF(cnt_obj);
         return -1;
     }
-    PyList_SET_ITEM(bucket, 0, new_cnt);
+    PyList_SET_ITEM(bucket, 0, cnt_obj);
     Py_DECREF(cnt);
-    PyList_SET_ITEM(bucket, 1, new_sum);
+    PyList_SET_ITEM(bucket, 1, sum_obj);
     Py_DECREF(sum);
-    if (v < PyFloat_AS_DOUBLE(mn)) {
-        Py_INCREF(value);
-        PyList_SET_ITEM(bucket, 2, value);
+    if (value < PyFloat_AS_DOUBLE(mn)) {
+        PyObject *v = PyFloat_FromDouble(value);
+        if (!v) return -1;
+        PyList_SET_ITEM(bucket, 2, v);
         Py_DECREF(mn);
-    } else if (v > PyFloat_AS_DOUBLE(mx)) {
-        Py_INCREF(value);
-        PyList_SET_ITEM(bucket, 3, value);
+    } else if (value > PyFloat_AS_DOUBLE(mx)) {
+        PyObject *v = PyFloat_FromDouble(value);
+        if (!v) return -1;
+        PyList_SET_ITEM(bucket, 3, v);
         Py_DECREF(mx);
     }
     return 1;
 }
 
-static PyObject *feed_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "feed_fast takes 7 arguments");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "feed takes 8 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *known = args[2], *tails = args[3], *table = args[4];
-    if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(tails) ||
-        !PyDict_CheckExact(table)) {
-        PyErr_SetString(PyExc_TypeError, "feed_fast: bytes and dicts expected");
+    PyObject *data = args[0], *known = args[5], *buckets = args[6];
+    if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(buckets)) {
+        PyErr_SetString(PyExc_TypeError, "feed: bytes and dicts expected");
         return NULL;
     }
+    limits lim;
+    if (read_limits(args[2], args[3], args[4], &lim) < 0) return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t max_len = PyLong_AsSsize_t(args[5]);
-    Py_ssize_t capacity = PyLong_AsSsize_t(args[6]);
+    Py_ssize_t capacity = PyLong_AsSsize_t(args[7]);
     if (PyErr_Occurred()) return NULL;
     const char *base = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data);
-    Py_ssize_t added = 0, created = 0;
+    Py_ssize_t added = 0, created = 0, tagged = 0;
+    PyObject *now_table = NULL; /* borrowed from buckets, looked up once */
     if (pos < 0) pos = 0;
     while (pos < size) {
         const char *p = base + pos;
         const char *nl = memchr(p, '\n', (size_t)(size - pos));
         Py_ssize_t len = nl ? nl - p : size - pos;
         Py_ssize_t next = pos + len + 1;
+        if (len > 0 && p[len - 1] == '\r') len--;
         if (len == 0) {
             pos = next;
             continue;
         }
-        if (len > max_len) break;
-        const char *colon = memchr(p, ':', (size_t)len);
-        if (!colon) break;
-        PyObject *head = PyBytes_FromStringAndSize(p, colon - p);
+        parsed_line line;
+        int reason = parse_line(p, len, &lim, 0, &line);
+        if (reason < 0) return NULL;
+        if (reason != GF_OK) break; /* Python drops and counts it */
+        PyObject *head = PyBytes_FromStringAndSize(line.head, line.head_len);
         if (!head) return NULL;
         PyObject *entry = PyDict_GetItemWithError(known, head); /* borrowed */
         Py_DECREF(head);
         if (!entry) {
             if (PyErr_Occurred()) return NULL;
-            break;
+            break; /* a new name or a key prefix: Python validates, checks keys, learns */
         }
-        PyObject *rest = PyBytes_FromStringAndSize(colon + 1, len - (colon + 1 - p));
-        if (!rest) return NULL;
-        PyObject *tail = PyDict_GetItemWithError(tails, rest); /* borrowed */
-        Py_DECREF(rest);
-        if (!tail) {
-            if (PyErr_Occurred()) return NULL;
-            break;
-        }
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
-            !PyTuple_CheckExact(tail) || PyTuple_GET_SIZE(tail) != 2)
-            break;
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) break;
         PyObject *name = PyTuple_GET_ITEM(entry, 0), *kind = PyTuple_GET_ITEM(entry, 1);
-        PyObject *value = PyTuple_GET_ITEM(tail, 0), *tail_kind = PyTuple_GET_ITEM(tail, 1);
-        if (tail_kind != kind) {
-            int same = PyObject_RichCompareBool(tail_kind, kind, Py_EQ);
+        PyObject *line_kind = kind_objects[line.kind];
+        if (kind != line_kind) {
+            int same = PyObject_RichCompareBool(kind, line_kind, Py_EQ);
             if (same < 0) return NULL;
             if (!same) break; /* a kind conflict: Python counts it */
         }
-        if (!PyFloat_CheckExact(value)) break;
-        double v = PyFloat_AS_DOUBLE(value);
-        PyObject *bucket = PyDict_GetItemWithError(table, name); /* borrowed */
-        if (!bucket) {
-            if (PyErr_Occurred()) return NULL;
-            if (created >= capacity) break; /* over --max-pending-buckets: Python counts it */
-            PyObject *one = PyFloat_FromDouble(1.0);
-            PyObject *fresh = PyList_New(5);
-            if (!one || !fresh) {
-                Py_XDECREF(one);
-                Py_XDECREF(fresh);
-                return NULL;
+        PyObject *table;
+        if (!line.has_ts || line.ts == lim.now) {
+            if (!now_table) {
+                now_table = table_for(buckets, lim.now);
+                if (!now_table) return NULL;
             }
-            PyList_SET_ITEM(fresh, 0, one);
-            Py_INCREF(value);
-            PyList_SET_ITEM(fresh, 1, value);
-            Py_INCREF(value);
-            PyList_SET_ITEM(fresh, 2, value);
-            Py_INCREF(value);
-            PyList_SET_ITEM(fresh, 3, value);
-            Py_INCREF(kind);
-            PyList_SET_ITEM(fresh, 4, kind);
-            int failed = PyDict_SetItem(table, name, fresh) < 0;
-            Py_DECREF(fresh);
-            if (failed) return NULL;
-            created++;
-            added++;
-            pos = next;
-            continue;
+            table = now_table;
+        } else {
+            table = table_for(buckets, line.ts);
+            if (!table) return NULL;
         }
-        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) break;
-        int done = add_to(bucket, value, v);
+        int done = add_sample(table, name, kind, line.value, line.rate, &created,
+                              capacity);
         if (done < 0) return NULL;
-        if (done == 0) break; /* not the floats we expect: Python handles it */
+        if (done == 0) {
+            if (PyDict_GET_SIZE(table) == 0) { /* made for nothing: no empty tables */
+                PyObject *key = PyLong_FromLongLong(line.has_ts ? line.ts : lim.now);
+                if (!key || PyDict_DelItem(buckets, key) < 0) {
+                    Py_XDECREF(key);
+                    return NULL;
+                }
+                Py_DECREF(key);
+                if (table == now_table) now_table = NULL;
+            }
+            break;
+        }
+        /* Issue 11 (percentile sketches): a value sample's sketch-bin update belongs
+         * here, in this pass: kind == KIND_VALUE, line.value, weight 1/line.rate. */
         added++;
+        tagged += line.tagged;
         pos = next;
     }
     if (pos > size) pos = size;
-    return Py_BuildValue("(nnn)", pos, added, created);
+    return Py_BuildValue("(nnnn)", pos, added, created, tagged);
+}
+
+static PyObject *sample_tuple(const parsed_line *line) {
+    const char *name = line->head;
+    Py_ssize_t name_len = line->head_len;
+    PyObject *token = Py_None;
+    Py_INCREF(token);
+    if (token_shaped(name, name_len)) { /* parse_line checked the "." after it */
+        Py_DECREF(token);
+        token = PyUnicode_DecodeASCII(name, TOKEN_LENGTH, NULL);
+        if (!token) return NULL;
+        name += TOKEN_LENGTH + 1;
+        name_len -= TOKEN_LENGTH + 1;
+    }
+    PyObject *ts = line->has_ts ? PyLong_FromLongLong(line->ts) : Py_NewRef(Py_None);
+    PyObject *result = NULL;
+    if (ts)
+        result = Py_BuildValue("(s#OddNN)", name, name_len, kind_objects[line->kind],
+                               line->value, line->rate, ts, token);
+    else
+        Py_DECREF(token);
+    return result;
+}
+
+static PyObject *parse_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "parse_lines(data: bytes, now, max_age, max_len)");
+        return NULL;
+    }
+    limits lim;
+    if (read_limits(args[1], args[2], args[3], &lim) < 0) return NULL;
+    const char *base = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), pos = 0, tagged = 0;
+    PyObject *samples = PyList_New(0), *reasons = PyList_New(0);
+    if (!samples || !reasons) goto error;
+    while (pos < size) {
+        const char *p = base + pos;
+        const char *nl = memchr(p, '\n', (size_t)(size - pos));
+        Py_ssize_t len = nl ? nl - p : size - pos;
+        pos += len + 1;
+        if (len > 0 && p[len - 1] == '\r') len--;
+        if (len == 0) continue;
+        parsed_line line;
+        int reason = parse_line(p, len, &lim, 1, &line);
+        if (reason < 0) goto error;
+        PyObject *item = reason == GF_OK ? sample_tuple(&line)
+                                        : PyUnicode_FromString(reason_names[reason]);
+        if (!item) goto error;
+        int failed = PyList_Append(reason == GF_OK ? samples : reasons, item) < 0;
+        Py_DECREF(item);
+        if (failed) goto error;
+        if (reason == GF_OK) tagged += line.tagged;
+    }
+    return Py_BuildValue("(NNn)", samples, reasons, tagged);
+error:
+    Py_XDECREF(samples);
+    Py_XDECREF(reasons);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"feed_fast", (PyCFunction)(void (*)(void))feed_fast, METH_FASTCALL,
-     "Aggregate the lines of known heads and tails; see collector/_fastfeed.c."},
+    {"feed", (PyCFunction)(void (*)(void))feed, METH_FASTCALL,
+     "Parse and aggregate the lines of known names; see collector/_fastfeed.c."},
+    {"parse_lines", (PyCFunction)(void (*)(void))parse_lines, METH_FASTCALL,
+     "The C parser in the shape of LineParser.parse, for differential tests."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -158,4 +566,18 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "collector._fastfeed", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fastfeed(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastfeed(void) {
+    kind_objects[KIND_COUNTER] = PyUnicode_InternFromString("counter");
+    kind_objects[KIND_VALUE] = PyUnicode_InternFromString("value");
+    if (!kind_objects[KIND_COUNTER] || !kind_objects[KIND_VALUE]) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddIntConstant(m, "FUTURE_TOLERANCE", FUTURE_TOLERANCE) < 0 ||
+        PyModule_AddObject(m, "RATE_FLOOR", PyFloat_FromDouble(RATE_FLOOR)) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_NAME_LENGTH", MAX_NAME_LENGTH) < 0 ||
+        PyModule_AddIntConstant(m, "TOKEN_LENGTH", TOKEN_LENGTH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

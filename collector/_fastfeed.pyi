@@ -1,13 +1,22 @@
 """Types of the optional C accelerator (collector/_fastfeed.c)."""
 
-from typing import Any
+from typing import Any, Final
 
-def feed_fast(
+FUTURE_TOLERANCE: Final[int]
+RATE_FLOOR: Final[float]
+MAX_NAME_LENGTH: Final[int]
+TOKEN_LENGTH: Final[int]
+
+def feed(
     data: bytes,
     pos: int,
-    known: dict[bytes, tuple[str, str]],
-    tails: dict[bytes, tuple[float, str]],
-    table: dict[str, list[Any]],
+    now: int,
+    max_age: int,
     max_len: int,
+    known: dict[bytes, tuple[str, str]],
+    buckets: dict[int, dict[str, list[Any]]],
     capacity: int,
-) -> tuple[int, int, int]: ...
+) -> tuple[int, int, int, int]: ...
+def parse_lines(
+    data: bytes, now: int, max_age: int, max_len: int
+) -> tuple[list[tuple[str, str, float, float, int | None, str | None]], list[str], int]: ...

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
+from protocol.buckets import is_finite_bucket, merge
 from protocol.lines import KIND_BY_TYPE, NUMBER, LineParser, Parsed, Reason, Sample
 from protocol.names import Kind
 
@@ -33,16 +34,17 @@ KEY_BAD: Final = 0
 KEY_UNKNOWN: Final = -1
 KeyCheck = Callable[[str], int]
 
-# Optional C accelerator of feed() (collector/_fastfeed.c); the Python loop otherwise.
-_feed_fast: Callable[..., tuple[int, int, int]] | None
+# Optional C accelerator of feed() (collector/_fastfeed.c): parses every line in C and
+# aggregates those of known names; the Python loop otherwise (same results).
+_feed_fast: Callable[..., tuple[int, int, int, int]] | None
 try:
-    from collector._fastfeed import feed_fast as _feed_fast
+    from collector._fastfeed import feed as _feed_fast
 except ImportError:  # not built: the pure-Python path, same results
     _feed_fast = None
 
 MAX_HELD_SAMPLES: Final = 100_000  # keyed samples waiting for their key's lookup
 MAX_KNOWN_HEADS: Final = 200_000  # fast-path name cache entries (see Aggregator.feed)
-MAX_KNOWN_TAILS: Final = 10_000  # fast-path "value|type" cache entries
+MAX_KNOWN_TAILS: Final = 10_000  # "value|type" cache of the pure-Python loop only
 IDLE_SWEEP_SLICE: Final = 10_000  # names one evict_idle call looks at (~1 ms of the loop)
 
 
@@ -94,54 +96,61 @@ class Aggregator:
 
         The hot path (a profile of the daemon under UDP load put ~28% of its time in
         building one Sample per line, ~26% in ``add``): parse and aggregate in one pass,
-        no per-line objects, for the lines that dominate real traffic:
-        ``name:value|type`` whose name the parser has validated before. Every other
-        line (first sight of a name, a key prefix, rates, tags, |T, anything bad) goes
-        through ``LineParser.parse`` and ``add`` in its turn, so the result is exactly
-        the same as parsing the whole datagram first, line order included.
+        no per-line objects, for the lines of names validated before. With the C
+        accelerator that is every valid unkeyed line of a known name (any value, rate,
+        tags, |T); the pure-Python loop takes only ``name:value|type``. Every other
+        line (first sight of a name, a key prefix, anything bad, a conflict, an
+        overflow) goes through ``LineParser.parse`` and ``add`` in its turn, so the
+        result is exactly the same as parsing the whole datagram first, line order
+        included.
         """
         if self.config.require_key:
             self._feed_parsed(data, now)
+            return
+        if _feed_fast is not None:
+            self._feed_c(_feed_fast, data, now)
             return
         buckets = self.buckets
         table = buckets.get(now)
         if table is None:
             table = buckets[now] = {}
-        if _feed_fast is None:
-            self._feed_lines(data, now, table)
-        else:
-            self._feed_c(_feed_fast, data, now, table)
+        self._feed_lines(data, now, table)
         if not table:  # made for nothing (all lines elsewhere or dropped): no empty tables
             del buckets[now]
 
     def _feed_c(
-        self, feed_fast: Callable[..., tuple[int, int, int]], data: bytes, now: int,
-        table: dict[str, list[Any]],
+        self, feed_fast: Callable[..., tuple[int, int, int, int]], data: bytes, now: int
     ) -> None:
-        """The C accelerator aggregates the runs of lines whose head and tail are both
-        cached and stops at any other line, which the Python loop handles (learning its
-        head and tail for the next time) before C goes on."""
+        """The C accelerator parses every line (the whole grammar, bit for bit that of
+        LineParser) and aggregates the good lines of known names; it stops at any other
+        line (a new name, a key prefix, a bad line, a conflict, an overflow, the cap),
+        which the general path handles, counts and learns from, before C goes on."""
         size = len(data)
-        pos = added = 0
-        known, tails = self._known, self._tails
+        pos = added = tagged = 0
+        known = self._known
+        buckets = self.buckets
         max_len = self.parser.max_line_length
+        max_age = self.parser.max_age
         cap = self.config.max_pending_buckets
         while True:
-            pos, count, created = feed_fast(
-                data, pos, known, tails, table, max_len, cap - self._pending
+            pos, count, created, tags = feed_fast(
+                data, pos, now, max_age, max_len, known, buckets, cap - self._pending
             )
             added += count
+            tagged += tags
             self._pending += created
             if pos >= size:
                 break
             end = data.find(b"\n", pos)
             if end < 0:
                 end = size
-            self._feed_lines(data[pos:end], now, table)
+            line = data[pos:end]
+            self._feed_line(line, line.partition(b":")[0], now)
             pos = end + 1
         stats = self.stats
         stats.lines += added
         stats.samples += added
+        stats.tags_ignored += tagged
 
     def _feed_lines(self, data: bytes, now: int, table: dict[str, list[Any]]) -> None:
         """The fused loop in pure Python (without the accelerator, and its fallback).
@@ -196,8 +205,13 @@ class Aggregator:
                 table[name] = [1.0, value, value, value, kind]
                 self._pending += 1
             else:
-                bucket[0] += 1.0
-                bucket[1] += value
+                total = bucket[1] + value
+                if total - total != 0.0:  # inf: buckets.is_finite_bucket, inline
+                    lines += 1
+                    self.add(Sample(name, kind, value, 1.0, None, None), now)  # counts it
+                    continue
+                bucket[0] += 1.0  # finite: a count of 1e308 samples never comes
+                bucket[1] = total
                 if value < bucket[2]:
                     bucket[2] = value
                 elif value > bucket[3]:
@@ -257,9 +271,12 @@ class Aggregator:
             weight = 1.0
             total = value
         else:
-            weight = 1.0 / rate
+            weight = 1.0 / rate  # <= 1e6: the parser's RATE_FLOOR
             total = value * weight
         if bucket is None:
+            if not is_finite_bucket(weight, total, value, value):  # e.g. 1e308|c|@0.1
+                self.stats.drop(Reason.OVERFLOW, 1, name)
+                return
             if self._pending >= self.config.max_pending_buckets:
                 self.stats.drop(Reason.OVERLOAD, 1, name)
                 return
@@ -267,13 +284,9 @@ class Aggregator:
                 table = self.buckets[ts] = {}
             table[name] = [weight, total, value, value, kind]
             self._pending += 1
-        else:
-            bucket[0] += weight
-            bucket[1] += total
-            if value < bucket[2]:
-                bucket[2] = value
-            elif value > bucket[3]:
-                bucket[3] = value
+        elif not merge(bucket, weight, total, value, value):
+            self.stats.drop(Reason.OVERFLOW, 1, name)
+            return
         self.stats.samples += 1
 
     def _add_keyed(self, sample: Sample, now: int) -> None:

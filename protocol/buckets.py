@@ -27,14 +27,38 @@ class BucketRow(NamedTuple):
     mx: float
 
 
-def merge(into: list[float], cnt: float, total: float, mn: float, mx: float) -> None:
-    """Add one (cnt, sum, min, max) into a bucket in place: the upsert's arithmetic."""
-    into[0] += cnt
-    into[1] += total
+# The smallest accepted ``@rate`` (line protocol): a sampled line stands for 1/rate
+# samples, so the floor bounds that weight to 1e6 and ``value / rate`` stays finite for
+# any value below ~1.8e302. Below it (``x:0|c|@1e-320``) 1/rate overflows to inf.
+RATE_FLOOR: Final = 1e-6
+
+
+def is_finite_bucket(cnt: float, total: float, mn: float, mx: float) -> bool:
+    """The one rule of every path that builds buckets (collector, C accelerator, HTTP
+    ingest, query merges): a bucket's four fields stay finite. A sample that would make
+    one of them inf or NaN is refused (reason ``overflow``) and the bucket is left as it
+    was; nothing non-finite ever reaches the store. Hot loops inline this check."""
+    isfinite = math.isfinite
+    return isfinite(cnt) and isfinite(total) and isfinite(mn) and isfinite(mx)
+
+
+def merge(into: list[float], cnt: float, total: float, mn: float, mx: float) -> bool:
+    """Add one (cnt, sum, min, max) into a bucket in place: the upsert's arithmetic.
+
+    Returns False, leaving ``into`` untouched, if the result would not be finite
+    (``is_finite_bucket``): the caller drops what it was adding as an overflow.
+    """
+    new_cnt = into[0] + cnt
+    new_sum = into[1] + total
+    if not is_finite_bucket(new_cnt, new_sum, mn, mx):
+        return False
+    into[0] = new_cnt
+    into[1] = new_sum
     if mn < into[2]:
         into[2] = mn
     if mx > into[3]:
         into[3] = mx
+    return True
 
 
 def align(ts: int, interval: int) -> int:

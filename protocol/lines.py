@@ -15,8 +15,9 @@ import re
 from enum import StrEnum
 from typing import Final, NamedTuple
 
+from protocol.buckets import RATE_FLOOR
 from protocol.names import COUNTER, VALUE, Kind, is_valid_name_bytes
-from protocol.tokens import TOKEN_LENGTH
+from protocol.tokens import DISPLAY_PREFIX_LENGTH, TOKEN_LENGTH
 
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
 FUTURE_TOLERANCE: Final = 300  # seconds a |T time may lie ahead of the clock
@@ -30,7 +31,7 @@ class Reason(StrEnum):
     BAD_NAME = "bad_name"
     BAD_VALUE = "bad_value"  # not a finite number
     UNKNOWN_TYPE = "unknown_type"  # e.g. StatsD sets (|s)
-    BAD_RATE = "bad_rate"  # not in (0, 1]
+    BAD_RATE = "bad_rate"  # not in [RATE_FLOOR, 1] = [1e-6, 1]
     BAD_TIMESTAMP = "bad_timestamp"  # not an integer, or outside the accepted window
     UNSUPPORTED = "unsupported"  # StatsD gauge deltas (+n|g, -n|g)
     TOO_LONG = "too_long"
@@ -39,6 +40,7 @@ class Reason(StrEnum):
     KIND_CONFLICT = "kind_conflict"  # a counter sample for a value metric or vice versa
     TOO_MANY_METRICS = "too_many_metrics"  # a new name past --max-metrics
     OVERLOAD = "overload"  # past --max-pending-buckets
+    OVERFLOW = "overflow"  # its bucket's sum or count would stop being finite
 
 
 class Sample(NamedTuple):
@@ -75,6 +77,8 @@ KIND_BY_TYPE: Final[dict[bytes, Kind]] = {
 NUMBER: Final = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NUMBER = NUMBER
 _TOKEN = re.compile(rb"gf_[0-9A-Za-z]{32}")
+_KEY_WITHOUT_DOT: Final = "a key prefix (gf_ + 32 base62) must be followed by '.' and the name"
+_RATE_RANGE: Final = f"sample rate must be in [{RATE_FLOOR}, 1]"
 _NAME_CACHE_LIMIT: Final = 200_000
 _TIME_CACHE_LIMIT: Final = 4096
 
@@ -128,10 +132,15 @@ class LineParser:
 
             cached = heads.get(head)
             if cached is None:
-                cached = self._split_head(head)
-                if cached is None:
+                split = self._split_head(head)
+                if split is Reason.BAD_NAME:
                     errors.append(_error(Reason.BAD_NAME, line, "invalid metric name"))
                     continue
+                if split is Reason.BAD_KEY:
+                    errors.append(_error(Reason.BAD_KEY, line, _KEY_WITHOUT_DOT))
+                    continue
+                assert not isinstance(split, Reason)
+                cached = split
             token, name = cached
 
             if raw_value.isdigit():  # the common case: a plain integer
@@ -161,8 +170,8 @@ class LineParser:
                             failure = (Reason.BAD_RATE, "sample rate is not a number")
                             break
                         rate = float(raw_rate)
-                        if not 0.0 < rate <= 1.0:
-                            failure = (Reason.BAD_RATE, "sample rate must be in (0, 1]")
+                        if not RATE_FLOOR <= rate <= 1.0:
+                            failure = (Reason.BAD_RATE, _RATE_RANGE)
                             break
                     elif marker == b"#":
                         has_tags = True
@@ -194,20 +203,22 @@ class LineParser:
             samples.append(Sample(name, kind, value, rate, timestamp, token))
         return Parsed(samples, errors, tagged)
 
-    def _split_head(self, head: bytes) -> tuple[str | None, str] | None:
-        """Validate ``[token "."] name`` once; cache the good ones."""
+    def _split_head(self, head: bytes) -> tuple[str | None, str] | Reason:
+        """Validate ``[token "."] name`` once; cache the good ones.
+
+        A head that starts like a token (``gf_`` + 32 base62) is a key prefix: without
+        the "." after it (``gf_<32>web.hits``, a typo) it is BAD_KEY, never a name, so a
+        key cannot end up in a metric name that every reader can list.
+        """
         token: str | None = None
         name = head
-        if (
-            head[:3] == b"gf_"
-            and len(head) > TOKEN_LENGTH + 1
-            and head[TOKEN_LENGTH] == 46  # "."
-            and _TOKEN.fullmatch(head, 0, TOKEN_LENGTH) is not None
-        ):
+        if head[:3] == b"gf_" and _TOKEN.match(head) is not None:
+            if head[TOKEN_LENGTH : TOKEN_LENGTH + 1] != b".":
+                return Reason.BAD_KEY
             token = head[:TOKEN_LENGTH].decode("ascii")
             name = head[TOKEN_LENGTH + 1 :]
         if not is_valid_name_bytes(name):
-            return None
+            return Reason.BAD_NAME
         result = (token, name.decode("ascii"))
         if len(self._heads) >= _NAME_CACHE_LIMIT:
             self._heads.clear()  # bounded memory under a flood of distinct names
@@ -216,7 +227,16 @@ class LineParser:
 
 
 def _error(reason: Reason, line: bytes, detail: str) -> LineError:
-    return LineError(reason, line[:ERROR_SAMPLE_LENGTH], detail)
+    """The error with the start of its line for the log, every token in it cut to its
+    display prefix (a line is redacted before it is cut, so no token is half-kept)."""
+    sample = line[: ERROR_SAMPLE_LENGTH + TOKEN_LENGTH]
+    if b"gf_" in sample:
+        sample = _TOKEN.sub(_redact, sample)
+    return LineError(reason, sample[:ERROR_SAMPLE_LENGTH], detail)
+
+
+def _redact(match: re.Match[bytes]) -> bytes:
+    return match.group()[:DISPLAY_PREFIX_LENGTH] + b"..."
 
 
 def parse_packet(data: bytes, now: int) -> Parsed:

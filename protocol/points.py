@@ -11,7 +11,10 @@ one ``FieldError`` per problem (``index`` is the point's position in a batch, No
 otherwise). Unknown fields are errors, so a misspelt ``"timestmap"`` is not silently
 ignored. A timestamp is epoch seconds (number or numeric string) or ISO 8601 and must
 lie in ``[now - max_age, now + FUTURE_TOLERANCE]``, the window of the line protocol; it
-is truncated to its second, the bucket it lands in. Pure code: no I/O, no clock.
+is truncated to its second, the bucket it lands in. A batch point that would make the
+sum of its (name, second) bucket within the batch overflow is an error of that point
+(``protocol.buckets.merge``: every number that reaches the store is finite). Pure code:
+no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -111,10 +114,13 @@ def batch_points(body: object, window: Window) -> list[Point]:
         ))
         raise InvalidPoints(errors)
     points: list[Point] = []
+    buckets: dict[tuple[str, Kind, int], list[float]] = {}
     for index, item in enumerate(raw):
         point = _point(item, None, window, index, errors)
         if point is not None:
             points.append(point)
+            if not _aggregate(buckets, point):
+                errors.append(FieldError(index, "value", _OVERFLOW))
     if errors:
         raise InvalidPoints(_capped(errors))
     return points
@@ -145,12 +151,9 @@ def to_rows(points: Iterable[Point]) -> list[Row]:
     the arithmetic of an unsampled line of the line protocol.
     """
     buckets: dict[tuple[str, Kind, int], list[float]] = {}
-    for name, kind, value, ts in points:
-        bucket = buckets.get((name, kind, ts))
-        if bucket is None:
-            buckets[(name, kind, ts)] = [1.0, value, value, value]
-        else:
-            merge(bucket, 1.0, value, value, value)
+    for point in points:
+        if not _aggregate(buckets, point):
+            raise InvalidPoints([FieldError(None, "value", _OVERFLOW)])
     return [
         (name, kind, ts, b[0], b[1], b[2], b[3]) for (name, kind, ts), b in buckets.items()
     ]
@@ -226,8 +229,11 @@ class BatchReader:
                     buckets[key] = [1.0, value, value, value]
                 else:  # buckets.merge of one sample, inline as in Aggregator.feed: a
                     # call per point would cost ~15% of this loop
+                    total = bucket[1] + value
+                    if total - total != 0.0:  # not finite: batch_points reports it
+                        break
                     bucket[0] += 1.0
-                    bucket[1] += value
+                    bucket[1] = total
                     if value < bucket[2]:
                         bucket[2] = value
                     elif value > bucket[3]:
@@ -241,6 +247,22 @@ class BatchReader:
 
 
 # -- internals ---------------------------------------------------------------------
+
+_OVERFLOW: Final = (
+    "would make the sum of its bucket (this metric's second) overflow: not finite"
+)
+
+
+def _aggregate(buckets: dict[tuple[str, Kind, int], list[float]], point: Point) -> bool:
+    """Add a point to its (name, kind, second) bucket; False if that would overflow
+    (``buckets.merge``), the bucket then left as it was."""
+    name, kind, value, ts = point
+    bucket = buckets.get((name, kind, ts))
+    if bucket is None:
+        buckets[(name, kind, ts)] = [1.0, value, value, value]
+        return True
+    return merge(bucket, 1.0, value, value, value)
+
 
 
 def _single(body: object, kind: Kind, window: Window) -> Point:

@@ -1,21 +1,34 @@
 /* Load generator and null sinks for scripts/bench (compiled on the fly with gcc).
  *
- *   bench_load udp-send HOST PORT RATE SECONDS LINES_PER_DGRAM NAMES PREFIX NSOCK
+ *   bench_load udp-send HOST PORT RATE SECONDS LINES_PER_DGRAM NAMES PREFIX NSOCK [SHAPE]
  *       RATE in lines/s (0: as fast as possible). Packed datagrams are filled up to
  *       1,400 bytes (LINES_PER_DGRAM 0) or carry exactly LINES_PER_DGRAM lines.
  *       NSOCK sockets (source ports) take turns per sendmmsg batch.
- *   bench_load tcp-send HOST PORT SECONDS NAMES PREFIX NCONN [carbon]
+ *   bench_load tcp-send HOST PORT SECONDS NAMES PREFIX NCONN [SHAPE]
  *       NCONN connections write 256 KiB chunks of lines for SECONDS, then shut down
  *       their write side and wait for the peer to close: the time reported includes
- *       the receiver processing everything that was sent. "carbon": the same lines
- *       in Graphite's plaintext protocol ("PREFIX.metric.NNNN 1 N").
+ *       the receiver processing everything that was sent.
  *   bench_load udp-sink PORT SECONDS     recvmmsg loop counting lines (a C daemon
  *                                        doing nothing but counting)
  *   bench_load tcp-sink PORT SECONDS     accept one connection at a time, count '\n'
  *
- * Lines are "PREFIX.metric.NNNN:1|c" (3 of 4 names) and "PREFIX.metric.NNNN:12|ms"
- * (every 4th name), so a counter of stored cnt over the PREFIX names equals the lines
- * received. Every program prints one line of key=value pairs on stdout.
+ * SHAPE (default "mix"):
+ *   mix       the realistic mix (issue 15): NAMES names (the bench uses 10,000), each
+ *             of one fixed type: 40% counters (a quarter of their lines sampled,
+ *             "n|c|@0.1"), 40% timers "%0.6f|ms" (pystatsd's timing format), 10%
+ *             gauges, 10% "|h"/"|d"; 30% of lines carry 1-4 DogStatsD tags; 1% of
+ *             lines are invalid (a bad value, a bad name, a set). Values are random
+ *             (xorshift, fixed seed): the ring of datagrams holds ~100k distinct lines.
+ *   friendly  "PREFIX.metric.NNNN:1|c" (3 of 4 names) and "...:12|ms" (every 4th): the
+ *             shape of the first figures, which a cache of value|type tails could learn.
+ *   carbon    the friendly names and values in Graphite's plaintext protocol
+ *             ("PREFIX.metric.NNNN 1 N"), for the carbon listener (tcp-send only).
+ *   replay:FILE  the datagrams in FILE (each a 4-byte little-endian length, then the
+ *             bytes), in turn: pystatsd's own output. Names start with "XXXXXX", which
+ *             a 6-character PREFIX replaces.
+ * Every good line's weight (1/rate) is summed into sent_weight, so the stored count of
+ * the PREFIX names over sent_weight is the fraction received. Every program prints one
+ * line of key=value pairs on stdout.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,14 +54,139 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int carbon = 0; /* tcp-send ... carbon: Graphite plaintext lines instead */
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ULL;
 
-static int make_line(char *out, const char *prefix, long i) {
-    if (carbon) /* the same names and values, as "name value N" (N: now) */
+static unsigned long long next_random(void) { /* xorshift64*: fast, fixed seed */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ULL;
+}
+
+static const char *const tag_pool[] = {"env:prod", "env:staging", "host:web-12",
+                                       "host:db-3", "region:us-east-1", "service:api",
+                                       "version:1.4.2", "az:b"};
+
+enum shape { SHAPE_MIX, SHAPE_FRIENDLY, SHAPE_REPLAY, SHAPE_CARBON };
+static enum shape shape = SHAPE_MIX;
+
+/* One line into out (with its "\n"); *weight: what it adds to the stored count. */
+static int make_line(char *out, const char *prefix, long i, double *weight) {
+    *weight = 1.0;
+    if (shape == SHAPE_CARBON) /* the friendly names and values, as "name value N" */
         return sprintf(out, "%s.metric.%04ld %d N\n", prefix, i, i % 4 == 3 ? 12 : 1);
-    if (i % 4 == 3)
-        return sprintf(out, "%s.metric.%04ld:12|ms\n", prefix, i);
-    return sprintf(out, "%s.metric.%04ld:1|c\n", prefix, i);
+    if (shape == SHAPE_FRIENDLY) {
+        if (i % 4 == 3) return sprintf(out, "%s.metric.%04ld:12|ms\n", prefix, i);
+        return sprintf(out, "%s.metric.%04ld:1|c\n", prefix, i);
+    }
+    unsigned long long r = next_random();
+    if (r % 100 == 0) { /* 1% invalid lines: dropped, counted by reason */
+        *weight = 0.0;
+        switch ((r >> 8) % 3) {
+        case 0: return sprintf(out, "%s.m.%05ld:abc|c\n", prefix, i);
+        case 1: return sprintf(out, "%s..m.%05ld:1|c\n", prefix, i);
+        default: return sprintf(out, "%s.m.%05ld:1|s\n", prefix, i);
+        }
+    }
+    int len;
+    long kind = (i * 7919) % 100; /* a name keeps its type */
+    double x = (double)((r >> 16) % 1000000000ULL) / 1e6; /* [0, 1000) */
+    if (kind < 40) {
+        if ((r >> 40) % 4 == 0) {
+            len = sprintf(out, "%s.m.%05ld:%llu|c|@0.1", prefix, i, 1 + (r >> 44) % 5);
+            *weight = 1.0 / 0.1;
+        } else {
+            len = sprintf(out, "%s.m.%05ld:%llu|c", prefix, i, 1 + (r >> 44) % 5);
+        }
+    } else if (kind < 80) {
+        len = sprintf(out, "%s.m.%05ld:%0.6f|ms", prefix, i, x);
+    } else if (kind < 90) {
+        len = sprintf(out, "%s.m.%05ld:%0.2f|g", prefix, i, x);
+    } else {
+        len = sprintf(out, "%s.m.%05ld:%0.3f|%s", prefix, i, x, kind < 95 ? "h" : "d");
+    }
+    if ((r >> 48) % 10 < 3) { /* 30% with 1-4 DogStatsD tags */
+        int tags = 1 + (int)((r >> 52) % 4);
+        len += sprintf(out + len, "|#");
+        for (int t = 0; t < tags; t++)
+            len += sprintf(out + len, "%s%s", t ? "," : "", tag_pool[(r >> (40 - 3 * t)) % 8]);
+    }
+    out[len++] = '\n';
+    out[len] = '\0';
+    return len;
+}
+
+/* SHAPE_REPLAY: the datagrams of a capture file, in turn. */
+static char *replay_data;
+static size_t replay_size, replay_pos;
+
+static int load_replay(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        return -1;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    replay_data = malloc((size_t)size + 1);
+    if (!replay_data || fread(replay_data, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    replay_size = (size_t)size;
+    return 0;
+}
+
+/* The captured names start with REPLAY_MARK; each run writes its 6-character PREFIX
+ * over it, so the stored count of that run's names is what it delivered. */
+#define REPLAY_MARK "XXXXXX"
+static const char *replay_prefix = REPLAY_MARK;
+
+/* The next captured datagram (at most cap bytes); returns its length, 0 at none. */
+static int next_replay(char *out, size_t cap) {
+    for (int tries = 0; tries < 2; tries++) {
+        if (replay_pos + 4 <= replay_size) {
+            unsigned char *h = (unsigned char *)replay_data + replay_pos;
+            size_t len = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 |
+                         (size_t)h[3] << 24;
+            if (replay_pos + 4 + len <= replay_size && len <= cap) {
+                memcpy(out, replay_data + replay_pos + 4, len);
+                replay_pos += 4 + len;
+                size_t mark = strlen(REPLAY_MARK);
+                if (strlen(replay_prefix) == mark) {
+                    for (size_t i = 0; i + mark <= len; i++) {
+                        if ((i == 0 || out[i - 1] == '\n') && !memcmp(out + i, REPLAY_MARK, mark))
+                            memcpy(out + i, replay_prefix, mark);
+                    }
+                }
+                return (int)len;
+            }
+        }
+        replay_pos = 0; /* wrap around */
+    }
+    return 0;
+}
+
+static int parse_shape(const char *arg) {
+    if (!strcmp(arg, "mix")) shape = SHAPE_MIX;
+    else if (!strcmp(arg, "friendly")) shape = SHAPE_FRIENDLY;
+    else if (!strcmp(arg, "carbon")) shape = SHAPE_CARBON;
+    else if (!strncmp(arg, "replay:", 7)) {
+        shape = SHAPE_REPLAY;
+        return load_replay(arg + 7);
+    } else {
+        fprintf(stderr, "unknown shape %s\n", arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int count_newlines(const char *p, int len) {
+    int n = 0;
+    for (int i = 0; i < len; i++) n += p[i] == '\n';
+    return n + (len > 0 && p[len - 1] != '\n');
 }
 
 static struct sockaddr_in addr_of(const char *host, int port) {
@@ -64,29 +202,47 @@ static struct sockaddr_in addr_of(const char *host, int port) {
 }
 
 static int udp_send(int argc, char **argv) {
-    if (argc != 10) return 2;
+    if (argc != 10 && argc != 11) return 2;
+    if (argc == 11 && parse_shape(argv[10]) < 0) return 2;
     struct sockaddr_in dst = addr_of(argv[2], atoi(argv[3]));
     double rate = atof(argv[4]), seconds = atof(argv[5]);
     int per = atoi(argv[6]);
     long names = atol(argv[7]);
     const char *prefix = argv[8];
+    replay_prefix = prefix;
     int nsock = atoi(argv[9]) > 0 ? atoi(argv[9]) : 1;
     static char bufs[RING][DGRAM_MAX + 64];
     static int lens[RING], counts[RING];
+    static double weights[RING];
     long name = 0;
     for (int d = 0; d < RING; d++) {
         int len = 0, n = 0;
-        char line[128];
-        for (;;) {
-            int l = make_line(line, prefix, name);
-            if (per > 0 ? n == per : len + l > DGRAM_MAX) break;
-            memcpy(bufs[d] + len, line, (size_t)l);
-            len += l;
-            n++;
-            name = (name + 1) % names;
+        double w = 0, lw = 0;
+        char line[256];
+        if (shape == SHAPE_REPLAY) {
+            len = next_replay(bufs[d], DGRAM_MAX + 64);
+            n = count_newlines(bufs[d], len);
+            w = n; /* pystatsd's lines here are unsampled and valid */
+        } else {
+            for (;;) {
+                unsigned long long saved = rng_state;
+                int l = make_line(line, prefix, name, &lw);
+                if (per > 0 ? n == per : len + l > DGRAM_MAX) {
+                    rng_state = saved; /* this line starts the next datagram */
+                    break;
+                }
+                memcpy(bufs[d] + len, line, (size_t)l);
+                len += l;
+                n++;
+                w += lw;
+                /* names in a random order, as from a fleet (not round-robin) */
+                name = shape == SHAPE_FRIENDLY ? (name + 1) % names
+                                               : (long)(next_random() % (unsigned long long)names);
+            }
         }
         lens[d] = len;
         counts[d] = n;
+        weights[d] = w;
     }
     int socks[64];
     if (nsock > 64) nsock = 64;
@@ -102,6 +258,7 @@ static int udp_send(int argc, char **argv) {
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     unsigned long long sent_lines = 0, sent_dgrams = 0, errors = 0;
+    double sent_weight = 0;
     int ring = 0, turn = 0;
     double start = now_s(), end = start + seconds, t = start;
     while (t < end) {
@@ -128,7 +285,10 @@ static int udp_send(int argc, char **argv) {
             errors++;
             done = 0;
         }
-        for (int i = 0; i < done; i++) batch_lines += counts[(ring + i) % RING];
+        for (int i = 0; i < done; i++) {
+            batch_lines += counts[(ring + i) % RING];
+            sent_weight += weights[(ring + i) % RING];
+        }
         ring = (ring + (done > 0 ? done : 1)) % RING;
         turn = (turn + 1) % nsock;
         sent_lines += (unsigned long long)batch_lines;
@@ -136,32 +296,46 @@ static int udp_send(int argc, char **argv) {
         t = now_s();
     }
     printf("sent_lines=%llu sent_dgrams=%llu seconds=%.6f send_errors=%llu "
-           "lines_per_dgram=%.2f\n",
+           "lines_per_dgram=%.2f sent_weight=%.1f\n",
            sent_lines, sent_dgrams, t - start, errors,
-           sent_dgrams ? (double)sent_lines / (double)sent_dgrams : 0.0);
+           sent_dgrams ? (double)sent_lines / (double)sent_dgrams : 0.0, sent_weight);
     return 0;
 }
 
 static int tcp_send(int argc, char **argv) {
     if (argc != 8 && argc != 9) return 2;
-    carbon = argc == 9 && !strcmp(argv[8], "carbon");
+    if (argc == 9 && parse_shape(argv[8]) < 0) return 2;
     struct sockaddr_in dst = addr_of(argv[2], atoi(argv[3]));
     double seconds = atof(argv[4]);
     long names = atol(argv[5]);
     const char *prefix = argv[6];
+    replay_prefix = prefix;
     int nconn = atoi(argv[7]) > 0 ? atoi(argv[7]) : 1;
     /* A chunk of whole lines, ~256 KiB, cycling through the names. */
     size_t cap = 256 * 1024;
     char *chunk = malloc(cap + 128);
     size_t len = 0;
     long lines = 0, name = 0;
-    char line[128];
+    double weight = 0, lw = 0;
+    char line[DGRAM_MAX + 64];
     while (len < cap) {
-        int l = make_line(line, prefix, name);
+        int l, n = 1;
+        if (shape == SHAPE_REPLAY) {
+            l = next_replay(line, sizeof line - 1);
+            if (l == 0) break;
+            if (line[l - 1] != '\n') line[l++] = '\n';
+            n = count_newlines(line, l);
+            lw = n;
+        } else {
+            l = make_line(line, prefix, name, &lw);
+            name = shape == SHAPE_FRIENDLY ? (name + 1) % names
+                                           : (long)(next_random() % (unsigned long long)names);
+        }
+        if (len + (size_t)l > cap + 128) break;
         memcpy(chunk + len, line, (size_t)l);
         len += (size_t)l;
-        lines++;
-        name = (name + 1) % names;
+        lines += n;
+        weight += lw;
     }
     int socks[64];
     if (nconn > 64) nconn = 64;
@@ -172,7 +346,7 @@ static int tcp_send(int argc, char **argv) {
             return 1;
         }
     }
-    unsigned long long sent_lines = 0;
+    unsigned long long sent_lines = 0, chunks = 0;
     double start = now_s(), end = start + seconds;
     int c = 0;
     while (now_s() < end) {
@@ -187,6 +361,7 @@ static int tcp_send(int argc, char **argv) {
             off += (size_t)w;
         }
         sent_lines += (unsigned long long)lines;
+        chunks++;
         c = (c + 1) % nconn;
     }
     double wrote = now_s() - start;
@@ -197,8 +372,8 @@ static int tcp_send(int argc, char **argv) {
         }
         close(socks[c]);
     }
-    printf("sent_lines=%llu seconds=%.6f write_seconds=%.6f\n", sent_lines, now_s() - start,
-           wrote);
+    printf("sent_lines=%llu seconds=%.6f write_seconds=%.6f sent_weight=%.1f\n", sent_lines,
+           now_s() - start, wrote, weight * (double)chunks);
     free(chunk);
     return 0;
 }

@@ -6,6 +6,7 @@ pure-Python loop."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -19,17 +20,23 @@ from collector.stats import CollectorStats
 from protocol.lines import Reason
 
 NOW = int(time.time())
-NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed"]
+NAMES = [b"a.b", b"c", b"x.y.z", b"t-1", b"gf_" + b"A" * 32 + b".keyed",
+         b"gf_" + b"B" * 32 + b"web.hits", b"gf_" + b"C" * 31 + b".short"]  # bad_key, a name
 VALUES = [b"1", b"0", b"12", b"-3", b"2.5", b".5", b"1e3", b"+4", b"abc", b"", b"nan",
-          b"9" * 400, b"0" * 350 + b"1"]
+          b"9" * 400, b"0" * 350 + b"1",
+          # adversarial numerics (issue 9): pairs that overflow a bucket, -0.0, the
+          # float range's edges, huge exponents
+          b"1e308", b"-1e308", b"1.7976931348623157e308", b"-0.0", b"-0", b"4.9e-324",
+          b"1e-320", b"1e99999", b"1e-99999", b"8.98846567431158e307"]
 TYPES = [b"c", b"ms", b"g", b"v", b"h", b"d", b"s", b"", b"c\r", b"C"]
 TAILS = [b"", b"", b"", b"|@0.5", b"|@0.25|#a:b", b"|#tag", b"|T" + str(NOW - 5).encode(),
-         b"|T" + str(NOW).encode(), b"|T1", b"|zz", b"|@2"]  # |T<NOW>: "now" until a tick
+         b"|T" + str(NOW).encode(), b"|T1", b"|zz", b"|@2",  # |T<NOW>: "now" until a tick
+         b"|@1e-320", b"|@1e-6", b"|@9.99e-7", b"|@0.1", b"|@4.9e-324", b"|@-0.0"]
 
 # Lines that repeat, as real traffic does: the cached fast path handles them from their
 # third sight on (first: the name is learnt; second: the value|type part).
 COMMON = [b"a.b:1|c", b"a.b:1|c", b"c:2|ms", b"x.y.z:1|c", b"t-1:7|g", b"c:1|c", b"a.b:5|c",
-          b"x.y.z:2.5|c"]
+          b"x.y.z:2.5|c", b"a.b:1e308|c", b"t-1:-1e308|g", b"t-1:1e308|g", b"c:-0.0|ms"]
 
 line = st.one_of(
     st.sampled_from(COMMON),
@@ -65,7 +72,10 @@ BUILT = aggregator._feed_fast
 @pytest.fixture(params=["c", "python"])
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "c" and BUILT is None:
-        pytest.skip("collector._fastfeed is not built (optional C accelerator)")
+        message = "collector._fastfeed is not built (optional C accelerator)"
+        if os.environ.get("GF_TEST_REQUIRE_SERVICES") == "1":  # CI: the C path is tested
+            pytest.fail(message)
+        pytest.skip(message)
     monkeypatch.setattr(aggregator, "_feed_fast", BUILT if request.param == "c" else None)
     return str(request.param)
 
@@ -137,3 +147,22 @@ def test_pending_count_and_cap_across_seconds(implementation: str) -> None:
     assert state(fast, []) == state(slow, [])
     assert held(fast) == 4
     assert fast.stats.drops == {Reason.OVERLOAD: 4}
+
+
+def test_token_shaped_head_without_the_dot_is_bad_key(
+    implementation: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9: ``gf_<32 base62>web.hits`` (the "." forgotten) is never a metric name,
+    however often it comes (the fast paths learn only good heads), and its log sample
+    shows the token's display prefix only."""
+    token = b"gf_" + b"Z9" * 16
+    agg = Aggregator(CollectorConfig(), CollectorStats())
+    lines = [token + b"web.hits:1|c", b"web.hits:1|c", token + b"web.hits:1|c|@0.5"] * 3
+    agg.feed(b"\n".join(lines), NOW)
+    for line in lines:
+        agg.feed(line, NOW)
+    assert agg.stats.drops == {Reason.BAD_KEY: 12}
+    assert list(agg.buckets[NOW]) == ["web.hits"]
+    assert list(agg.kinds) == ["web.hits"]
+    assert token.decode() not in caplog.text
+    assert "gf_Z9Z9Z..." in caplog.text

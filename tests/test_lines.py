@@ -7,6 +7,8 @@ grammar. Every case asserts the exact ``Sample`` or the exact ``Reason``.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import protocol.lines
@@ -27,8 +29,9 @@ NOW = 1_700_000_000
 MAX_AGE = 7 * 86400  # LineParser's default: raw retention
 TOKEN = "gf_" + "0123456789ABCDEFGHIJKLMNOPQRSTUV"  # 32 base62 characters
 assert len(TOKEN) == 35
+TOKEN_SHAPE = re.compile(rb"gf_[0-9A-Za-z]{32}")
 BODY_31 = "gf_" + "a" * 31  # one short of a token: just the start of a name
-BODY_33 = "gf_" + "b" * 33  # one too many: also just a name
+BODY_33 = "gf_" + "b" * 33  # token-shaped, then no ".": a typo'd key prefix (bad_key)
 
 
 def counter(
@@ -84,6 +87,8 @@ VALID: list[tuple[bytes, Sample]] = [
     (b"foo:1|c|@1", counter("foo", 1.0)),
     (b"foo:1|c|@1.0", counter("foo", 1.0)),
     (b"foo:1|c|@.5", counter("foo", 1.0, rate=0.5)),
+    (b"foo:1|c|@1e-6", counter("foo", 1.0, rate=1e-6)),  # RATE_FLOOR itself
+    (b"foo:1|c|@0.000001", counter("foo", 1.0, rate=1e-6)),
     (b"foo:1|c|@1e-1", counter("foo", 1.0, rate=0.1)),
     (b"foo:1|c|@0.001", counter("foo", 1.0, rate=0.001)),
     # DogStatsD: tags accepted and ignored, origin fields ignored, |T epoch
@@ -125,9 +130,6 @@ VALID: list[tuple[bytes, Sample]] = [
     ),
     # not a token: a plain (valid) name that merely starts with gf_
     (f"{BODY_31}.foo:1|c".encode(), counter(f"{BODY_31}.foo", 1.0)),
-    (f"{BODY_33}.foo:1|c".encode(), counter(f"{BODY_33}.foo", 1.0)),
-    (f"{TOKEN}:1|c".encode(), counter(TOKEN, 1.0)),  # no "." after it: the name itself
-    (f"{TOKEN}foo:1|c".encode(), counter(f"{TOKEN}foo", 1.0)),
     (f"{TOKEN[:-1]}-.foo:1|c".encode(), counter(f"{TOKEN[:-1]}-.foo", 1.0)),  # "-" not base62
     (f"GF_{TOKEN[3:]}.foo:1|c".encode(), counter(f"GF_{TOKEN[3:]}.foo", 1.0)),
     # line endings
@@ -183,6 +185,9 @@ INVALID: list[tuple[bytes, Reason]] = [
     (b"foo:1|c|@ 0.5", Reason.BAD_RATE),
     (b"foo:1|c|@0,5", Reason.BAD_RATE),
     (b"foo:1|c|#env:prod|@2", Reason.BAD_RATE),
+    (b"x:0|c|@1e-320", Reason.BAD_RATE),  # subnormal: 1/rate would be inf (issue 9)
+    (b"foo:1|c|@9.99e-7", Reason.BAD_RATE),  # below RATE_FLOOR = 1e-6
+    (b"foo:1|c|@0.0000001", Reason.BAD_RATE),
     # timestamps outside [now - max_age, now + 300] or not epoch seconds
     (f"foo:1|c|T{NOW - MAX_AGE - 1}".encode(), Reason.BAD_TIMESTAMP),
     (f"foo:1|c|T{NOW + FUTURE_TOLERANCE + 1}".encode(), Reason.BAD_TIMESTAMP),
@@ -223,6 +228,14 @@ INVALID: list[tuple[bytes, Reason]] = [
     (f"{BODY_31}.:1|c".encode(), Reason.BAD_NAME),
     (f"{BODY_31}..foo:1|c".encode(), Reason.BAD_NAME),
     (f"{BODY_31}.{'x' * 221}:1|c".encode(), Reason.BAD_NAME),  # 256 as one name
+    # a head that starts like a token (gf_ + 32 base62) is a key prefix: without the "."
+    # after it the key would be stored in a metric name (issue 9)
+    (f"{TOKEN}web.hits:1|c".encode(), Reason.BAD_KEY),
+    (f"{BODY_33}.foo:1|c".encode(), Reason.BAD_KEY),
+    (f"{TOKEN}:1|c".encode(), Reason.BAD_KEY),
+    (f"{TOKEN}foo:1|c".encode(), Reason.BAD_KEY),
+    (f"{TOKEN}-foo:1|c|@0.5".encode(), Reason.BAD_KEY),
+    (f"{TOKEN}_:1|c".encode(), Reason.BAD_KEY),
     # values: finite decimal or float literals only
     (b"foo:nan|v", Reason.BAD_VALUE),
     (b"foo:NaN|v", Reason.BAD_VALUE),
@@ -283,7 +296,12 @@ def test_invalid_line(line: bytes, reason: Reason) -> None:
     assert len(parsed.errors) == 1
     error = parsed.errors[0]
     assert error.reason is reason
-    assert error.line == line[:ERROR_SAMPLE_LENGTH]
+    token = TOKEN_SHAPE.search(line)
+    if token:  # the log sample shows the display prefix only
+        assert TOKEN_SHAPE.search(error.line) is None
+        assert token.group()[:8] + b"..." in error.line
+    else:
+        assert error.line == line[:ERROR_SAMPLE_LENGTH]
     assert isinstance(error.detail, str)
     assert error.detail
 
@@ -305,7 +323,8 @@ def test_bad_line_never_affects_its_neighbours(line: bytes, reason: Reason) -> N
         parsed = parser.parse(datagram, NOW)
         assert parsed.samples == expected
         assert [e.reason for e in parsed.errors] == [reason] * bad_lines
-        assert all(e.line == line[:ERROR_SAMPLE_LENGTH] for e in parsed.errors)
+        sample = parse_packet(line, NOW).errors[0].line  # redacted if it holds a token
+        assert all(e.line == sample for e in parsed.errors)
 
 
 def test_every_valid_line_in_one_datagram() -> None:
@@ -516,4 +535,5 @@ def test_reason_values_are_stable_labels() -> None:
         "KIND_CONFLICT": "kind_conflict",
         "TOO_MANY_METRICS": "too_many_metrics",
         "OVERLOAD": "overload",
+        "OVERFLOW": "overflow",
     }

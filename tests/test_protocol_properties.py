@@ -8,6 +8,7 @@ import math
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from protocol.buckets import RATE_FLOOR
 from protocol.lines import FUTURE_TOLERANCE, KIND_BY_TYPE, LineParser, Parsed, Sample
 from protocol.names import KINDS, is_valid_name_bytes
 from protocol.tokens import BASE62, TOKEN_PREFIX
@@ -25,7 +26,7 @@ names = (
 )
 tokens = st.text(BASE62, min_size=32, max_size=32).map(lambda body: TOKEN_PREFIX + body)
 finite = st.floats(allow_nan=False, allow_infinity=False)
-rates = st.floats(min_value=0.0, max_value=1.0, exclude_min=True)
+rates = st.floats(min_value=RATE_FLOOR, max_value=1.0)
 timestamps = st.integers(min_value=NOW - MAX_AGE, max_value=NOW + FUTURE_TOLERANCE)
 type_codes = st.sampled_from(sorted(KIND_BY_TYPE))
 tag_fields = st.lists(
@@ -86,7 +87,7 @@ def check_accounting(parser: LineParser, data: bytes) -> Parsed:
         assert is_valid_name_bytes(sample.name.encode("ascii"))
         assert sample.kind in KINDS
         assert math.isfinite(sample.value)
-        assert 0.0 < sample.rate <= 1.0
+        assert RATE_FLOOR <= sample.rate <= 1.0
         assert sample.timestamp is None or (
             NOW - parser.max_age <= sample.timestamp <= NOW + FUTURE_TOLERANCE
         )
@@ -170,7 +171,7 @@ def test_lines_are_independent(lines: list[bytes], crlf: bool) -> None:
 @FAST
 @given(case=formatted())
 @example(case=(b"a:-0.0|v", Sample("a", "value", -0.0, 1.0, None, None), False))
-@example(case=(b"a:5e-324|c|@5e-324", Sample("a", "counter", 5e-324, 5e-324, None, None), False))
+@example(case=(b"a:5e-324|c|@1e-06", Sample("a", "counter", 5e-324, 1e-06, None, None), False))
 def test_round_trip_one_line(case: tuple[bytes, Sample, bool]) -> None:
     line, expected, tagged = case
     parsed = LineParser().parse(line, NOW)

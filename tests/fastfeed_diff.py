@@ -1,0 +1,250 @@
+"""Differential fuzz of the C line parser (collector/_fastfeed.c) against the reference,
+protocol.lines.LineParser: random numeric strings and random lines, every result
+compared bit for bit (floats by their hex form, so -0.0 is not 0.0) and every drop
+reason compared in order.
+
+Used by tests/test_fastfeed_differential.py in-process and, for the sanitizer run, as
+a subprocess against an ASan/UBSan build of the extension:
+
+    python -m tests.fastfeed_diff --lines 1000000 [--seed N] [--module PATH.so]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import importlib.util
+import random
+import sys
+import time
+from types import ModuleType
+from typing import Any
+
+from protocol.lines import LineParser
+
+NOW = 1_700_000_000
+MAX_AGE = 7 * 86400
+MAX_LEN = 4096
+
+DIGITS = "0123456789"
+SPECIAL_NUMBERS = [
+    "inf", "-inf", "+inf", "nan", "NaN", "-nan", "Infinity", "INF", "infinity", "0x10",
+    "0x1p3", "0X1P-2", "0b1", "0o7", "1_000", "1__0", "_1", "1_", "1_0.5", " 1", "1 ", "\t1",
+    "1\x00", "\u0661", "\uff11", "\u0663.\u0665", "\u0967", "1\u0660",  # non-ASCII digits
+    "4.9e-324", "5e-324", "2.4703282292062327e-324",
+    "2.4703282292062328e-324", "2.2250738585072011e-308", "2.2250738585072014e-308",
+    "1.7976931348623157e308", "1.7976931348623158e308", "1.7976931348623159e308", "1e308",
+    "-1e308", "1e309", "9007199254740993", "9007199254740992.5", "0.1", "0.30000000000000004",
+    "1e-320", "1e-400", "-0", "-0.0", "+0", "0e0", "-0e-999999", "0e999999", "1e99999",
+    "1e-99999", "1.e5", ".5e-3", "5.", ".", "e5", "1e", "1e+", "1e-", "--1", "+-1", "1.2.3",
+    "1,5", "1e5.5", "0.000001", "0.0000009999999999", "1e-6", "9.99999e-7", "1.0000000000000002",
+    "0.9999999999999999", "1.00000000000000011102230246251565404236316680908203125",
+    "123456789012345678901234567890", "00000000000000000000001", "0." + "0" * 330 + "1",
+    "1" + "0" * 400, "9" * 400, "9" * 308, "1" * 23, "123456789012345678",
+    "12345678901234567890", "18446744073709551616", "4503599627370497.5",
+]
+TYPES = ["c", "ms", "g", "v", "h", "d", "s", "", "C", "c ", "m", "msx", "kv", "c\r"]
+NAMES = ["a", "web.hits", "db.query-time_ms", "x" * 255, "x" * 256, "a..b", ".a", "a.", "",
+         "gf_" + "A" * 32 + ".keyed.name", "gf_" + "B" * 32 + "web.hits", "gf_" + "C" * 32,
+         "gf_" + "D" * 31 + ".short", "gf_" + "E" * 32 + ".", "gf_" + "F" * 32 + "..x",
+         "n\u00e4me", "sp ace", "tab\tname", "gf_" + "G" * 33 + ".x", "GF_" + "H" * 32 + ".x"]
+MUTATION_BYTES = "0123456789.eE+-_x :|@#T\r" + "\u0663"
+
+
+class Gen:
+    """Random numeric strings and lines; one seeded generator, fast enough for 10M."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def digits(self) -> str:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.05:
+            return ""
+        if roll < 0.85:
+            n = 1 + int(roll * 100) % 8
+        elif roll < 0.97:
+            n = 9 + int(roll * 1000) % 17
+        else:
+            n = (300, 330, 400, 800)[int(roll * 10000) % 4]
+        text = str(rng.getrandbits(4 * n) % 10**n).zfill(n)
+        if rng.random() < 0.1:
+            text = "0" * (1 + int(rng.random() * 30)) + text  # leading zeros
+        return text
+
+    def number(self) -> str:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.08:
+            text = rng.choice(SPECIAL_NUMBERS)
+        elif roll < 0.18:
+            text = repr(rng.uniform(-1e6, 1e6))
+        elif roll < 0.25:
+            text = f"{rng.random() * 1000:0.6f}"  # pystatsd's timing format
+        elif roll < 0.30:
+            text = repr(rng.choice((-1, 1)) * rng.random()) + f"e{rng.randint(-330, 310)}"
+        else:
+            sign = rng.choice(("", "", "", "-", "+"))
+            whole = self.digits()
+            frac = ("." + self.digits()) if rng.random() < 0.6 else ""
+            exp = ""
+            if rng.random() < 0.3:
+                exp = rng.choice("eE") + rng.choice(("", "+", "-")) + rng.choice(
+                    (str(rng.randint(0, 30)), str(rng.randint(0, 400)), self.digits(),
+                     "99999", "100000", "4" * 20)
+                )
+            text = sign + whole + frac + exp
+        if rng.random() < 0.1:
+            text = self.mutate(text)
+        return text
+
+    def mutate(self, text: str) -> str:
+        rng = self.rng
+        chars = list(text)
+        for _ in range(rng.randint(1, 3)):
+            op = rng.random()
+            at = rng.randint(0, len(chars))
+            if op < 0.4:
+                chars.insert(at, rng.choice(MUTATION_BYTES))
+            elif chars and op < 0.7:
+                del chars[min(at, len(chars) - 1)]
+            elif chars:
+                chars[min(at, len(chars) - 1)] = rng.choice(MUTATION_BYTES)
+        return "".join(chars)
+
+    def rate(self) -> str:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.5:
+            return rng.choice(("0.1", "0.5", "1", "1.0", ".25", "1e-6", "0.000001", "9.99e-7",
+                               "1e-320", "0", "-0.0", "2", "1.0000000000000002", "1e-7"))
+        if roll < 0.7:
+            return repr(rng.random())
+        return self.number()
+
+    def line(self) -> bytes:
+        rng = self.rng
+        name = rng.choice(NAMES) if rng.random() < 0.3 else "m" + str(rng.randint(0, 50))
+        fields = [self.number(), rng.choice(TYPES) if rng.random() < 0.2 else rng.choice(
+            ("c", "ms", "g", "h", "d", "v"))]
+        for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 3))):
+            kind = rng.random()
+            if kind < 0.35:
+                fields.append("@" + self.rate())
+            elif kind < 0.65:
+                fields.append("#" + ",".join(
+                    f"k{rng.randint(0, 9)}:v{rng.randint(0, 99)}" for _ in range(rng.randint(0, 4))
+                ))
+            elif kind < 0.85:
+                ts = rng.choice((NOW, NOW - MAX_AGE, NOW - MAX_AGE - 1, NOW + 300, NOW + 301,
+                                 NOW - rng.randint(0, 100)))
+                fields.append("T" + rng.choice((str(ts), str(ts) + "0" * rng.randint(0, 8),
+                                                "", "-1", "+1", "1.5", "9" * 20, "0" * 12 + "1")))
+            elif kind < 0.92:
+                fields.append(rng.choice(("c:abc", "e:x", "c", "e", "x", "", "zz")))
+            else:
+                fields.append(self.mutate(rng.choice(("@0.5", "#a:b", "T1700000000"))))
+        text = name + ":" + "|".join(fields)
+        if rng.random() < 0.05:
+            text = self.mutate(text)
+        if rng.random() < 0.02:
+            text += "\r"
+        return text.encode("utf-8", "surrogatepass")
+
+
+def load_module(path: str | None) -> ModuleType:
+    """collector._fastfeed, or the extension built at ``path`` (the sanitizer build)."""
+    if path is None:
+        from collector import _fastfeed
+
+        return _fastfeed
+    loader = importlib.machinery.ExtensionFileLoader("collector._fastfeed", path)
+    spec = importlib.util.spec_from_file_location("collector._fastfeed", path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def normalized(samples: list[Any]) -> list[tuple[Any, ...]]:
+    """Samples with their floats as hex: bit-for-bit comparison (-0.0 is not 0.0)."""
+    return [(s[0], s[1], s[2].hex(), s[3].hex(), s[4], s[5]) for s in samples]
+
+
+def compare(module: ModuleType, parser: LineParser, data: bytes, now: int = NOW) -> int:
+    """Parse ``data`` with both; raise AssertionError at the first difference."""
+    c_samples, c_reasons, c_tagged = module.parse_lines(
+        data, now, parser.max_age, parser.max_line_length
+    )
+    parsed = parser.parse(data, now)
+    py_reasons = [error.reason.value for error in parsed.errors]
+    if (
+        c_reasons != py_reasons
+        or normalized(c_samples) != normalized(parsed.samples)
+        or c_tagged != parsed.tags_ignored
+    ):
+        for line in data.split(b"\n"):  # find the line that differs, for the report
+            one_c = module.parse_lines(line, now, parser.max_age, parser.max_line_length)
+            one_py = parser.parse(line, now)
+            if one_c[1] != [e.reason.value for e in one_py.errors] or normalized(
+                one_c[0]
+            ) != normalized(one_py.samples):
+                raise AssertionError(
+                    f"C and Python differ on {line!r}: C {one_c}, Python {one_py}"
+                )
+        raise AssertionError(f"C and Python differ on a datagram: {data!r}")
+    return len(c_samples) + len(c_reasons)
+
+
+def exercise_feed(module: ModuleType, data: bytes, known: dict[bytes, tuple[str, str]],
+                  held: dict[int, dict[str, list[Any]]]) -> None:
+    """Run the aggregating entry point over ``data``, skipping each line it stops at
+    (what Aggregator hands to Python): for the sanitizers, which watch every read.
+    That its results equal the general path's is test_fastfeed_differential's job."""
+    pos = 0
+    while pos < len(data):
+        pos = module.feed(data, pos, NOW, MAX_AGE, MAX_LEN, known, held, 1000)[0]
+        end = data.find(b"\n", pos)
+        pos = len(data) if end < 0 else end + 1
+    if sum(len(table) for table in held.values()) > 900:
+        held.clear()
+
+
+def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str, int]:
+    """``lines`` random lines and as many random numbers (as ``n:<number>|ms`` and as
+    ``n:1|c|@<number>``), in datagrams of ``batch`` lines."""
+    gen = Gen(seed)
+    parser = LineParser(max_line_length=MAX_LEN, max_age=MAX_AGE)
+    known = {f"m{i}".encode(): (f"m{i}", "counter" if i % 2 else "value") for i in range(50)}
+    held: dict[int, dict[str, list[Any]]] = {}
+    checked = 0
+    numbers = 0
+    while checked < lines:
+        chunk = b"\n".join(gen.line() for _ in range(batch))
+        checked += compare(module, parser, chunk)
+        exercise_feed(module, chunk, known, held)
+        nums = [gen.number().encode("utf-8", "surrogatepass") for _ in range(batch)]
+        numbers += len(nums)
+        compare(module, parser, b"\n".join(b"n:" + n + b"|ms" for n in nums))
+        compare(module, parser, b"\n".join(b"n:1|c|@" + n for n in nums[: batch // 5]))
+    return {"lines": checked, "numbers": numbers, "seed": seed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--module", default=None, help="path of a built _fastfeed .so")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    module = load_module(args.module)
+    started = time.monotonic()
+    result = run(module, seed, args.lines)
+    result["seconds"] = round(time.monotonic() - started)
+    print(result, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
