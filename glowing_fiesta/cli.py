@@ -154,6 +154,9 @@ def http_options(f: F) -> F:
                help="Largest accepted request body, in bytes."),
         option("--default-rate-limit", default=d.default_rate_limit,
                help="Rate limit of keys created without one, e.g. 100/s."),
+        option("--graphite-max-series", type=click.IntRange(min=1),
+               default=d.graphite_max_series,
+               help="Series one Graphite path expression may match in /render."),
     ])
 
 
@@ -200,6 +203,7 @@ def build_config(params: dict[str, Any]) -> Config:
         commit_window=get("commit_window", h.commit_window),
         max_body_size=get("max_body_size", h.max_body_size),
         default_rate_limit=get("default_rate_limit", h.default_rate_limit),
+        graphite_max_series=get("graphite_max_series", h.graphite_max_series),
         retention_raw=retention_raw,
         state_dir=state_dir,
     )

@@ -29,7 +29,7 @@ from collector.flusher import new_writer_id
 from collector.spool import BatchWriter, Spool
 from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
-from query import ingest, read
+from query import graphite, ingest, read
 from query.auth import guard_middleware
 from query.commit import GroupCommitter
 from query.config import HttpConfig
@@ -90,6 +90,15 @@ ROUTES: Final = (
     Route("GET", "/api/openapi.json", openapi_json, "openapi", None),
     Route("GET", "/healthz", healthz, "healthz", None),
     Route("GET", "/metrics", self_metrics, "self_metrics", None),
+    # The Graphite read API (query/graphite.py), for Grafana's Graphite data source.
+    Route("GET", "/render", graphite.render, "graphite_render_get", "read"),
+    Route("POST", "/render", graphite.render, "graphite_render_post", "read"),
+    Route("GET", "/metrics/find", graphite.find, "graphite_find_get", "read"),
+    Route("POST", "/metrics/find", graphite.find, "graphite_find_post", "read"),
+    Route("GET", "/metrics/expand", graphite.expand, "graphite_expand_get", "read"),
+    Route("POST", "/metrics/expand", graphite.expand, "graphite_expand_post", "read"),
+    Route("GET", "/functions", graphite.functions, "graphite_functions", "read"),
+    Route("GET", "/version", graphite.version, "graphite_version", "read"),
 )
 
 

@@ -20,3 +20,4 @@ class HttpConfig:
     default_rate_limit: str = "100/s"  # for keys created without --rate-limit
     retention_raw: int = 7 * 86400  # also the oldest timestamp accepted
     state_dir: Path = Path("var")
+    graphite_max_series: int = 500  # series one Graphite path expression may match
