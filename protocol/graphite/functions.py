@@ -355,10 +355,7 @@ def moving_average(ctx: Context, node: Node, window: int | str,
     return out
 
 
-def as_percent(ctx: Context, series_list: list[Series], total: Any = None,
-               *nodes: Any) -> list[Series]:
-    if nodes:
-        raise TargetError("asPercent: the nodes argument is not served")
+def as_percent(ctx: Context, series_list: list[Series], total: Any = None) -> list[Series]:
     if not series_list:
         return []
     if total is None or isinstance(total, int | float):
