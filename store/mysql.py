@@ -14,7 +14,7 @@ import contextlib
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -29,6 +29,7 @@ from store.base import (
     ApiKey,
     Batch,
     MetricInfo,
+    MetricRef,
     StoreError,
     StoreUnavailable,
     WriteResult,
@@ -343,6 +344,25 @@ class MySQLStore:
 
         return await self._run(run)
 
+    async def list_metric_refs(
+        self, prefix: str, limit: int, after: str | None
+    ) -> list[MetricRef]:
+        if not prefix.isascii():
+            return []
+        after = _ascii_bound(after)
+
+        async def run(cursor: Cursor) -> list[MetricRef]:
+            low = max(prefix, after or "")
+            op = ">" if after is not None and after >= prefix else ">="
+            await cursor.execute(
+                f"SELECT id, name, kind FROM metrics "
+                f"WHERE name {op} %s AND name < %s ORDER BY name LIMIT %s",
+                (low, prefix + "\x7f", limit),
+            )
+            return [MetricRef(int(r[0]), r[1], r[2]) for r in await cursor.fetchall()]
+
+        return await self._run(run)
+
     async def read_buckets(
         self, metric_id: int, start: int, end: int, interval: int
     ) -> list[BucketRow]:
@@ -372,6 +392,35 @@ class MySQLStore:
                     + ") AS levels GROUP BY bucket ORDER BY bucket"
                 )
             await cursor.execute(sql, params)
+            return [
+                BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
+                for r in await cursor.fetchall()
+            ]
+
+        return await self._run(run)
+
+    async def read_buckets_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int
+    ) -> list[BucketRow]:
+        start -= start % interval
+        reads = plan_reads(start, end, interval)
+        ids = [int(metric_id) for metric_id in metric_ids]
+        if not reads or not ids:
+            return []
+        marks = ", ".join(["%s"] * len(ids))
+
+        async def run(cursor: Cursor) -> list[BucketRow]:
+            select = (
+                f"SELECT ts DIV {interval:d} * {interval:d} AS bucket, SUM(cnt) AS c, "
+                "SUM(`sum`) AS s, MIN(mn) AS lo, MAX(mx) AS hi FROM {table} "
+                f"WHERE metric_id IN ({marks}) AND ts >= %s AND ts < %s GROUP BY bucket"
+            )
+            await cursor.execute(
+                "SELECT bucket, SUM(c), SUM(s), MIN(lo), MAX(hi) FROM ("
+                + " UNION ALL ".join(select.format(table=table) for table, _l, _h in reads)
+                + ") AS levels GROUP BY bucket ORDER BY bucket",
+                [value for _table, low, high in reads for value in (*ids, low, high)],
+            )
             return [
                 BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
                 for r in await cursor.fetchall()

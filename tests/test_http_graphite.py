@@ -279,7 +279,17 @@ async def test_limits_are_a_422_with_a_clear_message(store: Store) -> None:
         response = await client.get("/render", params={
             "target": "movingAverage(app.web1.requests, '99y')"}, headers=auth(token))
         assert response.status == 422
-        assert "points; at most 5000000" in (await response.json())["error"]["message"]
+        assert "at most 40000 per series" in (await response.json())["error"]["message"]
+    async with serve(store) as client:
+        # 400 reads (one per shift) x 2 series x 7,201 s: over the size budget
+        targets = [("target", "sumSeries(" + ",".join(
+            f'timeShift(app.*.requests,"{h}h")' for h in range(part, part + 200)) + ")")
+            for part in (1, 201)]
+        response = await client.post("/render", data=[*targets, ("from", "-2h")],
+                                     headers=auth(token))
+        assert response.status == 422
+        message = (await response.json())["error"]["message"]
+        assert "the request would read 5760800 points; at most 5000000" in message
 
 
 async def test_keys_basic_auth_and_the_read_scope(store: Store) -> None:
@@ -297,3 +307,33 @@ async def test_keys_basic_auth_and_the_read_scope(store: Store) -> None:
         # Basic auth is one more way to send the same key: the JSON API takes it too
         response = await client.get("/api/metrics", headers=basic(reader))
         assert response.status == 200
+
+
+async def test_sums_added_by_the_database_equal_sums_added_here(
+    loaded: tuple[Any, str, int]
+) -> None:
+    """sumSeries of counters is read merged (one row per step); anything else (a value
+    among them, a metric twice, a nested call) is summed series by series: the same."""
+    client, token, base = loaded
+    common = {"from": str(base), "until": str(base + SPAN - 1), "maxDataPoints": "120"}
+    body = await render_form(client, token, [
+        "sumSeries(app.*.requests)",  # merged in the database
+        "sumSeries(app.web1.requests, app.web2.requests, app.web1.requests)",  # one twice
+        "sumSeries(scale(app.*.requests, 1))",  # a call inside
+        "sumSeries(app.web1.requests, app.web1.latency)",  # a value among them
+        "sumSeries(app.web1.latency.count, app.web1.requests.count)",  # counts: merged
+    ], **common)
+    end = base + SPAN
+    web1 = await json_api(client, token, "app.web1.requests", base, end, "1m")
+    web2 = await json_api(client, token, "app.web2.requests", base, end, "1m")
+    latency = await json_api(client, token, "app.web1.latency", base, end, "1m")
+    counts = await json_api(client, token, "app.web1.latency", base, end, "1m", "count")
+    web1_counts = await json_api(client, token, "app.web1.requests", base, end, "1m", "count")
+    both = {ts: web1[ts] + web2[ts] for ts in web1}
+    assert points(body[0]) == both
+    assert body[0]["tags"] == {"name": "sumSeries(app.*.requests)", "aggregatedBy": "sum"}
+    assert points(body[1]) == {ts: 2 * web1[ts] + web2[ts] for ts in web1}
+    assert points(body[2]) == both
+    assert body[2]["target"] == "sumSeries(scale(app.web1.requests,1),scale(app.web2.requests,1))"
+    assert points(body[3]) == {ts: web1[ts] + (latency[ts] or 0) for ts in web1}
+    assert points(body[4]) == {ts: counts[ts] + web1_counts[ts] for ts in web1}

@@ -145,11 +145,14 @@ def consolidate(series: Series, step: int) -> Series:
     return replace(series, start=first, step=step, values=out, weights=None)
 
 
-def max_data_points(series: Series, points: int) -> Series:
-    """graphite-web's maxDataPoints: ``valuesPerPoint = ceil(len / points)``."""
-    if points <= 0 or len(series.values) <= points:
+def max_data_points(series: Series, points: int, time_range: int | None = None) -> Series:
+    """graphite-web's maxDataPoints: ``valuesPerPoint = ceil(n / points)`` where n is
+    ``time_range / step`` (graphite-web counts the requested range, not the values: a
+    day at 1 min is 1,440 points though the bucket holding ``until`` makes 1,441)."""
+    count = len(series.values) if time_range is None else time_range / series.step
+    if points <= 0 or count <= points:
         return series
-    per = math.ceil(len(series.values) / points)
+    per = math.ceil(count / points)
     return consolidate(series, series.step * per)
 
 
