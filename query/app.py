@@ -99,6 +99,10 @@ ROUTES: Final = (
     Route("POST", "/metrics/expand", graphite.expand, "graphite_expand_post", "read"),
     Route("GET", "/functions", graphite.functions, "graphite_functions", "read"),
     Route("GET", "/version", graphite.version, "graphite_version", "read"),
+    Route("GET", "/tags/autoComplete/tags", graphite.tags_autocomplete, "graphite_tags",
+          "read"),
+    Route("GET", "/tags/autoComplete/values", graphite.tags_autocomplete,
+          "graphite_tag_values", "read"),
 )
 
 

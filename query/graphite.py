@@ -391,6 +391,12 @@ async def functions(request: web.Request) -> web.Response:
     return json_response(_FUNCTIONS_BODY)
 
 
+async def tags_autocomplete(request: web.Request) -> web.Response:
+    """``/tags/autoComplete/tags`` and ``/values``: metrics carry no tags here, so the
+    answer is empty (Grafana's editor asks when it offers tag filters)."""
+    return json_response([])
+
+
 async def version(request: web.Request) -> web.Response:
     return web.Response(text=GRAPHITE_VERSION, content_type="text/plain")
 

@@ -178,6 +178,17 @@ def _graphite_paths(max_series: int) -> Json:
             "responses": {"200": _ok("GraphiteFunctions", "Function name -> description."),
                           **guarded},
         }},
+        **{path: {"get": {
+            "operationId": op_id, "tags": ["graphite"],
+            "summary": f"Graphite tag {what} completion: always empty (no tags are stored)",
+            "security": security,
+            "parameters": [{"name": name, "in": "query", "required": False,
+                            "schema": {"type": "string"}}
+                           for name in ("tag", "tagPrefix", "valuePrefix", "expr", "limit")],
+            "responses": {"200": _ok("GraphiteTags", "An empty list."), **guarded},
+        }} for path, op_id, what in (
+            ("/tags/autoComplete/tags", "graphiteTags", "name"),
+            ("/tags/autoComplete/values", "graphiteTagValues", "value"))},
         "/version": {"get": {
             "operationId": "graphiteVersion", "tags": ["graphite"],
             "summary": "The graphite-web version whose API is served",
@@ -237,6 +248,7 @@ _GRAPHITE_SCHEMAS: Final[Json] = {
                        "additionalProperties": {"type": "array", "items": {"type": "string"}}}],
         }},
     },
+    "GraphiteTags": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
     "GraphiteFunctions": {
         "type": "object",
         "additionalProperties": {

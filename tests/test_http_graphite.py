@@ -100,6 +100,16 @@ async def test_grafana_saves_the_data_source(loaded: tuple[Any, str, int]) -> No
         assert functions[name]["params"][0]["type"] in ("seriesList", "float")
     assert functions["aliasByNode"]["params"][1] == {
         "name": "nodes", "type": "nodeOrTag", "required": True, "multiple": True}
+    # Grafana's "Save & test" (pkg/tsdb/graphite/healthcheck.go): constantLine(100) over
+    # the last hour as epoch seconds, 100 points at most
+    now = int(time.time())
+    body = await render_form(client, token, ["constantLine(100)"], **{
+        "from": str(now - 3600), "until": str(now), "format": "json", "maxDataPoints": "100"})
+    assert body == [{"target": "100", "tags": {"name": "100"},
+                     "datapoints": [[100.0, now - 3600], [100.0, now - 1800], [100.0, now]]}]
+    response = await client.get("/tags/autoComplete/tags", params={"tagPrefix": "a"},
+                                headers=basic(token))
+    assert await response.json() == []
 
 
 async def test_find_while_typing_a_path(loaded: tuple[Any, str, int]) -> None:
