@@ -121,6 +121,7 @@ async def _matches(request: web.Request, pattern: str) -> tuple[list[glob.Match]
                 ref = MetricRef(info.id, info.name, info.kind)
                 return ([glob.Match(pattern, True, False, parent, glob.VIRTUAL_LEAVES[leaf])],
                         {parent: ref})
+        return [], {}  # a plain path that is neither a metric nor one's virtual leaf
     infos = await _list_names(request, _listing_prefix(pattern))
     by_name = {info.name: info for info in infos}
     return glob.find(pattern, by_name), by_name
@@ -282,7 +283,7 @@ async def _fetch(
         *(store.read_buckets(mid, low, high, step) for mid, low, high in single),
         *(store.read_buckets_merged([info.id for _m, info in merged[p]], low, high, step)
           for p, low, high in sums))
-    by_read = dict(zip(single, rows, strict=False))
+    by_read = dict(zip(single, rows[:len(single)], strict=True))
     out: dict[tuple[str, int, int], list[Series]] = {}
     for (pattern, low, high), merged_rows in zip(sums, rows[len(single):], strict=True):
         match, info = merged[pattern][0]
