@@ -148,6 +148,14 @@ async def test_find_while_typing_a_path(loaded: tuple[Any, str, int]) -> None:
     response = await client.get("/metrics/expand", params={"query": "app.*.requests"},
                                 headers=auth(token))
     assert await response.json() == {"results": ["app.web1.requests", "app.web2.requests"]}
+    response = await client.post("/metrics/expand", data=[
+        ("query", "app.web1.*"), ("query", "db"), ("leavesOnly", "1"), ("groupByExpr", "1")],
+        headers=auth(token))
+    assert await response.json() == {"results": {
+        "app.web1.*": ["app.web1.latency", "app.web1.requests"], "db": []}}
+    response = await client.get("/metrics/find", params={"query": "app.*", "wildcards": "1"},
+                                headers=auth(token))
+    assert [n["id"] for n in await response.json()] == ["app.*", "app.web1", "app.web2"]
 
 
 async def test_render_agrees_with_the_json_api(loaded: tuple[Any, str, int]) -> None:
