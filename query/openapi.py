@@ -594,7 +594,9 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                 "document needs an `X-API-Key` (scope `write` to ingest, `read` to query). "
                 f"Request bodies are JSON, at most {config.max_body_size} bytes. Errors are "
                 '`{"error": {"code", "message", "details": [{"index", "field", "message"}]}}`.'
-                " Ingest answers 200 only once its points are committed."
+                " Ingest answers 200 only once its points are committed. The Graphite read "
+                "API (`/render`, `/metrics/find`, ...; tag `graphite`) needs a `read` key "
+                "too; a key may also be sent as the password of HTTP Basic auth."
             ),
         },
         "servers": [{"url": "/"}],
