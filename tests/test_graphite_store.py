@@ -3,17 +3,21 @@ reads they stand for."""
 
 from __future__ import annotations
 
+import pytest
+
 from protocol.buckets import BucketRow
 from store import Batch, Store
 
 BASE = 1_700_000_000 - 1_700_000_000 % 3600
 
 
-async def test_merged_read_is_the_merge_of_the_single_reads(store: Store) -> None:
-    points = [(f"m.{i}", "value", BASE + s, 1.0 + s % 2, float(s * i), float(-s), float(s + i))
-              for i in range(3) for s in range(0, 7300, 13)]
+@pytest.mark.parametrize("metrics", [3, 60])
+async def test_merged_read_is_the_merge_of_the_single_reads(store: Store, metrics: int) -> None:
+    points = [(f"m.{i}", "value", BASE + s, 1.0 + s % 2, float(s * i), float(-s - i),
+               float(s + i)) for i in range(metrics) for s in range(i, 7300, 13 + i)]
     await store.write_batch(Batch("t", 1, points))
-    infos = await store.list_metrics("m.", 10, None)
+    infos = await store.list_metrics("m.", 100, None)
+    assert len(infos) == metrics
     ids = [info.id for info in infos]
     for start, end, interval in ((BASE, BASE + 7300, 60), (BASE + 17, BASE + 7211, 1),
                                  (BASE, BASE + 7300, 3600), (BASE + 61, BASE + 7000, 600)):
