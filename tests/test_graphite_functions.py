@@ -139,8 +139,10 @@ TABLE: list[tuple[str, list[tuple[str, int, int, list[Any]]]]] = [
     ("asPercent(a.x.req, a.y.req)",
      [("asPercent(a.x.req,a.y.req)", T0, 60, [10, N, N, 10, 10, 10])]),
     ("asPercent(a.{x,y}.req)",  # of the sum at each point: [11, 2, N, 44, 55, 66]
-     [("asPercent(a.x.req)", T0, 60, [100 / 11, 100, N, 100 / 11, 100 / 11, 100 / 11]),
-      ("asPercent(a.y.req)", T0, 60, [1000 / 11, N, N, 1000 / 11, 1000 / 11, 1000 / 11])]),
+     [("asPercent(a.x.req,sumSeries(a.{x,y}.req))", T0, 60,
+       [100 / 11, 100, N, 100 / 11, 100 / 11, 100 / 11]),
+      ("asPercent(a.y.req,sumSeries(a.{x,y}.req))", T0, 60,
+       [1000 / 11, N, N, 1000 / 11, 1000 / 11, 1000 / 11])]),
     ('consolidateBy(a.x.req, "max")',
      [('consolidateBy(a.x.req,"max")', T0, 60, [1, 2, N, 4, 5, 6])]),
     # -- filters and sorting: averages x 3.6, y 40, z 200; maxima 6, 60, 300

@@ -364,9 +364,10 @@ def as_percent(ctx: Context, series_list: list[Series], total: Any = None) -> li
             totals = [aggregate("sum", column) for column in zip(*rows, strict=True)]
             aligned = [replace(s, start=start, step=step, values=row)
                        for s, row in zip(series_list, rows, strict=True)]
-            return [s.derive(f"asPercent({s.name})", _percent(s.values, totals))
+            label = f"sumSeries({_path_expressions(series_list)})"
+            return [s.derive(f"asPercent({s.name},{label})", _percent(s.values, totals))
                     for s in aligned]
-        return [s.derive(f"asPercent({s.name},{_g(total)})",
+        return [s.derive(f"asPercent({s.name},{total})",
                          _percent(s.values, [float(total)] * len(s.values)))
                 for s in series_list]
     totals_list: list[Series] = total
