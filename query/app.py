@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 
 from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
-from query import ingest, read, stathat
+from query import graphite, ingest, read, stathat
 from query.auth import guard_middleware
 from query.commit import GroupCommitter
 from query.config import HttpConfig
@@ -103,6 +103,19 @@ ROUTES: Final = (
     Route("POST", "/c", stathat.classic_count, "stathat_count_post", None),
     Route("GET", "/v", stathat.classic_value, "stathat_value_get", None),
     Route("POST", "/v", stathat.classic_value, "stathat_value_post", None),
+    # The Graphite read API (query/graphite.py), for Grafana's Graphite data source.
+    Route("GET", "/render", graphite.render, "graphite_render_get", "read"),
+    Route("POST", "/render", graphite.render, "graphite_render_post", "read"),
+    Route("GET", "/metrics/find", graphite.find, "graphite_find_get", "read"),
+    Route("POST", "/metrics/find", graphite.find, "graphite_find_post", "read"),
+    Route("GET", "/metrics/expand", graphite.expand, "graphite_expand_get", "read"),
+    Route("POST", "/metrics/expand", graphite.expand, "graphite_expand_post", "read"),
+    Route("GET", "/functions", graphite.functions, "graphite_functions", "read"),
+    Route("GET", "/version", graphite.version, "graphite_version", "read"),
+    Route("GET", "/tags/autoComplete/tags", graphite.tags_autocomplete, "graphite_tags",
+          "read"),
+    Route("GET", "/tags/autoComplete/values", graphite.tags_autocomplete,
+          "graphite_tag_values", "read"),
 )
 
 

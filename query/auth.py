@@ -4,7 +4,8 @@ A route's required scope is looked up by route name in ``app[SCOPES]`` (``write`
 ingest, ``read`` for queries); routes without an entry (``/healthz``, ``/metrics``,
 ``/api/openapi.json``, unknown paths) need no key. For the others, in this order:
 
-    no X-API-Key header                      401 unauthorized
+    no X-API-Key header (nor HTTP Basic      401 unauthorized
+    auth with the key as password)
     not a token, unknown, or revoked key     401 unauthorized
     key cannot be checked (store down)       503 unavailable
     key over its rate limit                  429 rate_limited (+ Retry-After)
@@ -16,6 +17,8 @@ Every answer that passed authentication, success or error, carries the key's
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
 from typing import Final
@@ -34,9 +37,24 @@ log = logging.getLogger(__name__)
 API_KEY_HEADER: Final = "X-API-Key"
 
 
+def basic_auth_token(request: web.Request) -> str | None:
+    """The password of HTTP Basic auth (any user name): how Grafana's data source form
+    sends a key. None without a well-formed ``Authorization: Basic`` header."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or len(credentials) > 1024:
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError):
+        return None
+    _user, colon, password = decoded.partition(":")
+    return password if colon and password else None
+
+
 async def authenticate(request: web.Request) -> ApiKey:
     """The request's key, if it exists and is not revoked."""
-    token = request.headers.get(API_KEY_HEADER) or session_token(request)
+    token = (request.headers.get(API_KEY_HEADER) or basic_auth_token(request)
+             or session_token(request))
     if not token:
         raise ApiError(401, f"missing {API_KEY_HEADER} header")
     return await look_up_key(request.app, token)

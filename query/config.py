@@ -40,3 +40,7 @@ class HttpConfig:
         "--default-rate-limit", "Rate limit of keys created without one, e.g. 100/s."))
     retention_raw: int = 7 * 86400  # --retention-raw: also the oldest timestamp accepted
     state_dir: Path = Path("var")  # --state-dir
+    graphite_max_series: int = field(default=500, metadata=cli(
+        "--graphite-max-series",
+        "Series one Graphite path expression may match in /render (past it: 422).",
+        min=1))

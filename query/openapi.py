@@ -87,6 +87,185 @@ def _ingest(summary: str, description: str, schema: str, example: Json) -> Json:
     }
 
 
+def _graphite_paths(max_series: int) -> Json:
+    """The Graphite read API (query/graphite.py): what Grafana's Graphite data source calls."""
+    guarded = _guarded_errors("read")
+    bad = _error("A target, time or parameter that cannot be served (the message names "
+                 "the function, argument or parameter).", *_LIMIT_HEADERS)
+    over = _error(f"Over a limit: a path matching more than {max_series} series "
+                  "(--graphite-max-series), too many points, or the time budget.",
+                  *_LIMIT_HEADERS)
+    target = {"type": "array", "items": {"type": "string"},
+              "description": "Target expressions, e.g. `aliasSub(sumSeries(app.*.requests), "
+                             '"(^.*$)", "\\1 A")`; see docs/grafana.md for the functions.'}
+    render_fields: Json = {
+        "target": target,
+        "from": {"type": "string", "default": "-1d",
+                 "description": "now, -6h, -5min, epoch seconds, YYYYMMDD, HH:MM_YYYYMMDD."},
+        "until": {"type": "string", "default": "now", "description": "As `from`; inclusive."},
+        "format": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+        "maxDataPoints": {"type": "integer", "minimum": 1, "maximum": 1000000},
+        "noNullPoints": {"type": "string", "enum": ["true", "false", "1", "0"]},
+    }
+    render_ok: Json = {
+        "description": "One entry per series.",
+        "headers": {h: {"$ref": f"#/components/headers/{h}"} for h in _LIMIT_HEADERS},
+        "content": {
+            "application/json": {"schema": _ref("GraphiteRender")},
+            "text/csv": {"schema": {"type": "string",
+                                    "description": "name,YYYY-MM-DD HH:MM:SS,value lines."}},
+        },
+    }
+    security: list[Json] = [{"ApiKey": []}, {"Basic": []}]
+    form = "application/x-www-form-urlencoded"
+
+    def query_params(fields: Json) -> list[Json]:
+        return [{"name": name, "in": "query", "required": False, "schema": schema,
+                 **({"style": "form", "explode": True} if schema.get("type") == "array"
+                    else {})}
+                for name, schema in fields.items()]
+
+    def operation(op_id: str, summary: str, fields: Json, ok: Json, post: bool) -> Json:
+        op: Json = {"operationId": op_id, "tags": ["graphite"], "summary": summary,
+                    "security": security,
+                    "responses": {"200": ok, "400": bad, "422": over, **guarded}}
+        if post:
+            op["requestBody"] = {"required": False, "content": {form: {"schema": {
+                "type": "object", "properties": fields}}}}
+            op["responses"]["413"] = _error("The body is larger than the limit.",
+                                            *_LIMIT_HEADERS)
+        else:
+            op["parameters"] = query_params(fields)
+        return op
+
+    find_fields: Json = {
+        "query": {"type": "string", "description": "A path with * ? [a-z] {a,b} globs."},
+        "format": {"type": "string", "enum": ["treejson", "completer", "json"],
+                   "default": "treejson"},
+        "wildcards": {"type": "string", "enum": ["0", "1"]},
+        "from": {"type": "string"},
+        "until": {"type": "string"},
+    }
+    expand_fields: Json = {
+        "query": {"type": "array", "items": {"type": "string"}},
+        "leavesOnly": {"type": "string", "enum": ["0", "1"]},
+        "groupByExpr": {"type": "string", "enum": ["0", "1"]},
+    }
+    find_ok = _ok("GraphiteFind", "Matching nodes, branches first.")
+    expand_ok = _ok("GraphiteExpand", "Matching paths, sorted.")
+    return {
+        "/render": {
+            "get": operation("graphiteRender", "Render targets (Graphite)", render_fields,
+                             render_ok, False),
+            "post": operation("graphiteRenderForm", "Render targets (Graphite, form body)",
+                              render_fields, render_ok, True),
+        },
+        "/metrics/find": {
+            "get": operation("graphiteFind", "Find metric paths (Graphite)", find_fields,
+                             find_ok, False),
+            "post": operation("graphiteFindForm", "Find metric paths (Graphite, form body)",
+                              find_fields, find_ok, True),
+        },
+        "/metrics/expand": {
+            "get": operation("graphiteExpand", "Expand globs to paths (Graphite)",
+                             expand_fields, expand_ok, False),
+            "post": operation("graphiteExpandForm", "Expand globs (Graphite, form body)",
+                              expand_fields, expand_ok, True),
+        },
+        "/functions": {"get": {
+            "operationId": "graphiteFunctions", "tags": ["graphite"],
+            "summary": "The render functions served, in graphite-web's shape",
+            "security": security,
+            "responses": {"200": _ok("GraphiteFunctions", "Function name -> description."),
+                          **guarded},
+        }},
+        **{path: {"get": {
+            "operationId": op_id, "tags": ["graphite"],
+            "summary": f"Graphite tag {what} completion: always empty (no tags are stored)",
+            "security": security,
+            "parameters": [{"name": name, "in": "query", "required": False,
+                            "schema": {"type": "string"}}
+                           for name in ("tag", "tagPrefix", "valuePrefix", "expr", "limit")],
+            "responses": {"200": _ok("GraphiteTags", "An empty list."), **guarded},
+        }} for path, op_id, what in (
+            ("/tags/autoComplete/tags", "graphiteTags", "name"),
+            ("/tags/autoComplete/values", "graphiteTagValues", "value"))},
+        "/version": {"get": {
+            "operationId": "graphiteVersion", "tags": ["graphite"],
+            "summary": "The graphite-web version whose API is served",
+            "security": security,
+            "responses": {"200": {
+                "description": "A version string such as 1.1.10.",
+                "headers": {h: {"$ref": f"#/components/headers/{h}"} for h in _LIMIT_HEADERS},
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }, **guarded},
+        }},
+    }
+
+
+_GRAPHITE_SCHEMAS: Final[Json] = {
+    "GraphiteRender": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["target", "tags", "datapoints"],
+            "properties": {
+                "target": {"type": "string"},
+                "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                "datapoints": {"type": "array", "items": {
+                    "type": "array", "minItems": 2, "maxItems": 2,
+                    "items": {"type": ["number", "null"]},
+                    "description": "[value or null, epoch seconds]"}},
+            },
+        },
+    },
+    "GraphiteFind": {
+        "oneOf": [
+            {"type": "array", "items": {
+                "type": "object",
+                "required": ["text", "id", "leaf", "expandable", "allowChildren"],
+                "properties": {
+                    "text": {"type": "string"}, "id": {"type": "string"},
+                    "leaf": {"type": "integer", "enum": [0, 1]},
+                    "expandable": {"type": "integer", "enum": [0, 1]},
+                    "allowChildren": {"type": "integer", "enum": [0, 1]},
+                    "context": {"type": "object"},
+                },
+            }},
+            {"type": "object", "required": ["metrics"], "description": "format=completer",
+             "properties": {"metrics": {"type": "array", "items": {
+                 "type": "object", "required": ["path", "name", "is_leaf"],
+                 "properties": {"path": {"type": "string"}, "name": {"type": "string"},
+                                "is_leaf": {"type": "string", "enum": ["0", "1"]}}}}}},
+        ],
+    },
+    "GraphiteExpand": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {
+            "description": "Sorted paths; with groupByExpr=1, query -> sorted paths.",
+            "oneOf": [{"type": "array", "items": {"type": "string"}},
+                      {"type": "object",
+                       "additionalProperties": {"type": "array", "items": {"type": "string"}}}],
+        }},
+    },
+    "GraphiteTags": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+    "GraphiteFunctions": {
+        "type": "object",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["name", "description", "group", "params"],
+            "properties": {
+                "name": {"type": "string"}, "function": {"type": "string"},
+                "description": {"type": "string"}, "module": {"type": "string"},
+                "group": {"type": "string"},
+                "params": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    },
+}
+
+
 def package_version() -> str:
     try:
         return metadata.version("glowing-fiesta")
@@ -401,6 +580,12 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
         },
     }
     paths.update(_stathat_paths(config))
+    paths.update(_graphite_paths(config.graphite_max_series))
+    schemas.update(_GRAPHITE_SCHEMAS)
+    for item in paths.values():  # HTTP Basic auth (the key as password) is taken too
+        for op in item.values():
+            if op["security"] == [{"ApiKey": []}]:
+                op["security"].append({"Basic": []})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -411,11 +596,14 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                 "document needs an `X-API-Key` (scope `write` to ingest, `read` to query). "
                 f"Request bodies are JSON, at most {config.max_body_size} bytes. Errors are "
                 '`{"error": {"code", "message", "details": [{"index", "field", "message"}]}}`.'
-                " Ingest answers 200 only once its points are committed."
+                " Ingest answers 200 only once its points are committed. The Graphite read "
+                "API (`/render`, `/metrics/find`, ...; tag `graphite`) needs a `read` key "
+                "too; a key may also be sent as the password of HTTP Basic auth."
             ),
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": "ingest"}, {"name": "query"}, {"name": "service"}, {"name": "stathat"}],
+        "tags": [{"name": "ingest"}, {"name": "query"}, {"name": "service"},
+                 {"name": "stathat"}, {"name": "graphite"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -423,6 +611,9 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                            "description": "A token from `glowing-fiesta keys create`."},
+                "Basic": {"type": "http", "scheme": "basic",
+                          "description": "The same token as the password (any user name): "
+                                         "Grafana's data source form sends it this way."},
             },
         },
     }

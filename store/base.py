@@ -46,6 +46,14 @@ class MetricInfo(NamedTuple):
     last_ts: int | None  # newest stored point
 
 
+class MetricRef(NamedTuple):
+    """A metric without its first/last point (which cost two index lookups a row)."""
+
+    id: int
+    name: str
+    kind: Kind
+
+
 class ApiKey(NamedTuple):
     id: int
     name: str
@@ -110,10 +118,24 @@ class Store(Protocol):
         """Metrics whose name starts with ``prefix``, ordered by name, after ``after``."""
         ...
 
+    async def list_metric_refs(
+        self, prefix: str, limit: int, after: str | None
+    ) -> list[MetricRef]:
+        """``list_metrics`` without first/last seen: what Graphite globs scan."""
+        ...
+
     async def read_buckets(
         self, metric_id: int, start: int, end: int, interval: int
     ) -> list[BucketRow]:
         """Non-empty buckets of ``interval`` seconds over ``[align(start), end)``."""
+        ...
+
+    async def read_buckets_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int
+    ) -> list[BucketRow]:
+        """``read_buckets`` of several metrics merged into one bucket per interval (sums
+        added, min of mins, max of maxes), computed by the database: a Graphite
+        ``sumSeries`` of many counters reads one row per bucket, not one per series."""
         ...
 
     async def create_key(

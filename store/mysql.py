@@ -14,7 +14,7 @@ import contextlib
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -29,6 +29,7 @@ from store.base import (
     ApiKey,
     Batch,
     MetricInfo,
+    MetricRef,
     StoreError,
     StoreUnavailable,
     WriteResult,
@@ -348,6 +349,25 @@ class MySQLStore:
 
         return await self._run(run)
 
+    async def list_metric_refs(
+        self, prefix: str, limit: int, after: str | None
+    ) -> list[MetricRef]:
+        if not prefix.isascii():
+            return []
+        after = _ascii_bound(after)
+
+        async def run(cursor: Cursor) -> list[MetricRef]:
+            low = max(prefix, after or "")
+            op = ">" if after is not None and after >= prefix else ">="
+            await cursor.execute(
+                f"SELECT id, name, kind FROM metrics "
+                f"WHERE name {op} %s AND name < %s ORDER BY name LIMIT %s",
+                (low, prefix + "\x7f", limit),
+            )
+            return [MetricRef(int(r[0]), r[1], r[2]) for r in await cursor.fetchall()]
+
+        return await self._run(run)
+
     async def read_buckets(
         self, metric_id: int, start: int, end: int, interval: int
     ) -> list[BucketRow]:
@@ -368,6 +388,12 @@ class MySQLStore:
             if len(reads) == 1 and STEPS[reads[0][0]] == interval:
                 # Each stored row is a bucket: no grouping.
                 return await _read_rows(cursor, reads[0][0], params, (end - start) // interval)
+            if STEPS[reads[0][0]] == interval:
+                # The same for the whole steps; the tail (finer levels, later buckets:
+                # disjoint from those) grouped. A day at 1 min: 1,440 rows decoded in bulk.
+                table, low, high = reads[0]
+                rows = await _read_rows(cursor, table, params[:3], (high - low) // interval)
+                return rows + await self._grouped(cursor, reads[1:], params[3:], select)
             if len(reads) == 1:
                 sql = select.format(table=reads[0][0]) + " ORDER BY bucket"
             else:  # each level grouped on the server, the tail's bucket merged
@@ -377,6 +403,65 @@ class MySQLStore:
                     + ") AS levels GROUP BY bucket ORDER BY bucket"
                 )
             await cursor.execute(sql, params)
+            return [
+                BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
+                for r in await cursor.fetchall()
+            ]
+
+        return await self._run(run)
+
+    @staticmethod
+    async def _grouped(cursor: Cursor, reads: list[tuple[str, int, int]], params: list[int],
+                       select: str) -> list[BucketRow]:
+        """Buckets of ``reads`` (levels of one metric's range) grouped on the server."""
+        sql = (
+            "SELECT bucket, SUM(c), SUM(s), MIN(lo), MAX(hi) FROM ("
+            + " UNION ALL ".join(select.format(table=table) for table, _l, _h in reads)
+            + ") AS levels GROUP BY bucket ORDER BY bucket"
+        )
+        await cursor.execute(sql, params)
+        return [
+            BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
+            for r in await cursor.fetchall()
+        ]
+
+    async def read_buckets_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int
+    ) -> list[BucketRow]:
+        start -= start % interval
+        reads = plan_reads(start, end, interval)
+        ids = [int(metric_id) for metric_id in metric_ids]
+        if not reads or not ids:
+            return []
+        marks = ", ".join(["%s"] * len(ids))
+
+        def select(table: str) -> str:
+            # A level stored at the interval groups by ts itself: ~35% faster here than
+            # by an expression over 100 metrics x 1,440 rows.
+            bucket = "ts" if STEPS[table] == interval else f"ts DIV {interval:d} * {interval:d}"
+            return (f"SELECT {bucket} AS bucket, SUM(cnt) AS c, SUM(`sum`) AS s, MIN(mn) AS lo, "
+                    f"MAX(mx) AS hi FROM {table} WHERE metric_id IN ({marks}) AND ts >= %s "
+                    "AND ts < %s GROUP BY bucket")
+
+        merged = ("SELECT bucket, SUM(c) AS c, SUM(s) AS s, MIN(lo) AS lo, MAX(hi) AS hi FROM ("
+                  + " UNION ALL ".join(select(table) for table, _l, _h in reads)
+                  + ") AS levels GROUP BY bucket")
+        params = [value for _table, low, high in reads for value in (*ids, low, high)]
+
+        async def run(cursor: Cursor) -> list[BucketRow]:
+            if (end - start) // interval <= CONCAT_MAX_ROWS:  # decoded in bulk: see _read_rows
+                await cursor.execute("SET SESSION group_concat_max_len = 16777216")
+                await cursor.execute(
+                    "SELECT COUNT(*), GROUP_CONCAT(bucket, ',', c, ',', s, ',', lo, ',', hi "
+                    f"ORDER BY bucket SEPARATOR ',') FROM ({merged}) AS buckets", params)
+                count, text = await cursor.fetchone()
+                if not count:
+                    return []
+                values = list(map(float, text.split(",")))
+                if len(values) == 5 * count:
+                    return list(map(BucketRow, map(int, values[0::5]), values[1::5],
+                                    values[2::5], values[3::5], values[4::5]))
+            await cursor.execute(merged + " ORDER BY bucket", params)
             return [
                 BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
                 for r in await cursor.fetchall()

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, cast
 
@@ -25,6 +25,7 @@ from store.base import (
     ApiKey,
     Batch,
     MetricInfo,
+    MetricRef,
     StoreError,
     StoreUnavailable,
     WriteResult,
@@ -235,6 +236,21 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    async def list_metric_refs(
+        self, prefix: str, limit: int, after: str | None
+    ) -> list[MetricRef]:
+        def run(conn: sqlite3.Connection) -> list[MetricRef]:
+            low = max(prefix, after or "")
+            op = ">" if after is not None and after >= prefix else ">="
+            rows = conn.execute(
+                f"SELECT id, name, kind FROM metrics "
+                f"WHERE name {op} ? AND name < ? ORDER BY name LIMIT ?",
+                (low, prefix + "\x7f", limit),
+            ).fetchall()
+            return [MetricRef(int(r[0]), r[1], r[2]) for r in rows]
+
+        return await self._read(run)
+
     async def read_buckets(
         self, metric_id: int, start: int, end: int, interval: int
     ) -> list[BucketRow]:
@@ -254,6 +270,31 @@ class SQLiteStore:
                 "SELECT bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
                 + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
                 [value for _table, low, high in reads for value in (metric_id, low, high)],
+            ).fetchall()
+            return [BucketRow(*row) for row in rows]
+
+        return await self._read(run)
+
+    async def read_buckets_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int
+    ) -> list[BucketRow]:
+        start -= start % interval
+        reads = plan_reads(start, end, interval)
+        ids = [int(metric_id) for metric_id in metric_ids]
+        if not reads or not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+
+        def run(conn: sqlite3.Connection) -> list[BucketRow]:
+            parts = [
+                f"SELECT ts / {interval:d} * {interval:d} AS bucket, cnt, `sum`, mn, mx "
+                f"FROM {table} WHERE metric_id IN ({marks}) AND ts >= ? AND ts < ?"
+                for table, _low, _high in reads
+            ]
+            rows = conn.execute(
+                "SELECT bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
+                + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
+                [value for _table, low, high in reads for value in (*ids, low, high)],
             ).fetchall()
             return [BucketRow(*row) for row in rows]
 

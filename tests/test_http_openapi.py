@@ -37,17 +37,18 @@ def test_security_and_errors_match_the_scopes() -> None:
         if route.scope is None:
             assert op["security"] == []
             continue
-        assert op["security"] == [{"ApiKey": []}]
+        assert op["security"] == [{"ApiKey": []}, {"Basic": []}]
         assert {"200", "401", "403", "429", "503"} <= responses
         assert "Retry-After" in op["responses"]["429"]["headers"]
         assert route.scope in op["responses"]["403"]["description"]
-        if route.method == "POST":
+        if route.method == "POST" and route.scope == "write":
             assert {"400", "409", "413", "415", "422"} <= responses
             assert op["requestBody"]["required"] is True
     assert DOC["components"]["securitySchemes"]["ApiKey"] == {
         "type": "apiKey", "in": "header", "name": "X-API-Key",
         "description": DOC["components"]["securitySchemes"]["ApiKey"]["description"],
     }
+    assert DOC["components"]["securitySchemes"]["Basic"]["scheme"] == "basic"
 
 
 def test_every_reference_resolves() -> None:
