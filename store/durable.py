@@ -162,6 +162,9 @@ class _Pending:
     # or quarantined; None for the collector's flushes, which nobody awaits.
     done: asyncio.Future[Outcome] | None = None
     attempts: int = 0
+    # Queued while writes were failing already (it went in as the next attempt): one
+    # more failure is enough to give up on it, rather than waiting out the backoff.
+    late: bool = False
 
 
 class DurableWriter:
@@ -249,12 +252,16 @@ class DurableWriter:
                 await self.spool.put(batch)
             except SpoolError as exc:
                 self._spool_failed(exc)
+                # Neither the database nor the spool can take it now: say so at once.
+                raise StoreUnavailable("the database is unavailable and the spool cannot "
+                                       f"take the points ({exc})") from exc
             else:
                 self.stats.spooled_batches += 1
                 self.stats.spooled_rows += len(points)
                 self.update_gauges()
                 return Outcome(WriteResult(True, len(points), {}), True, frozenset())
-        entry = _Pending(batch, asyncio.get_running_loop().create_future())
+        entry = _Pending(batch, asyncio.get_running_loop().create_future(),
+                         late=self._failing_since is not None)
         self._queue(entry)
         assert entry.done is not None
         # shield: a client that disconnects must not cancel the batch it shares
@@ -451,15 +458,16 @@ class DurableWriter:
 
     def _give_up_waiters(self, exc: BaseException) -> None:
         """After a failed write, when the spool cannot take batches either: a batch
-        someone waits for that has seen ``ACK_ATTEMPTS`` failures is given up (neither
-        written nor spooled; the waiter is told, and it is not written later)."""
+        someone waits for that has seen ``ACK_ATTEMPTS`` failures (one, if writes were
+        failing when it came) is given up (neither written nor spooled; the waiter is
+        told, and it is not written later)."""
         if self._spool_usable():
             return
         kept: deque[_Pending] = deque()
         for entry in self.pending:
             if entry.done is not None:
                 entry.attempts += 1
-                if entry.attempts >= ACK_ATTEMPTS or self._closing:
+                if entry.attempts >= (1 if entry.late else ACK_ATTEMPTS) or self._closing:
                     self.pending_rows -= len(entry.batch.points)
                     if not entry.done.done():
                         entry.done.set_exception(StoreUnavailable(
