@@ -112,6 +112,14 @@ static int token_shaped(const char *p, Py_ssize_t n) {
     return 1;
 }
 
+/* protocol.tokens.contains_token: a token-shaped run ("gf_" + 32 base62) anywhere in
+ * the name. A key must never become part of a name every read key can list. */
+static int contains_token(const char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i + TOKEN_LENGTH <= n; i++)
+        if (p[i] == 'g' && token_shaped(p + i, n - i)) return 1;
+    return 0;
+}
+
 /* protocol.lines.NUMBER, fully matched:
  * [+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?  (ASCII digits only). */
 static int is_number(const char *p, Py_ssize_t n) {
@@ -252,6 +260,7 @@ static int parse_line(const char *p, Py_ssize_t len, const limits *lim, int chec
             name_len -= TOKEN_LENGTH + 1;
         }
         if (!valid_name(name, name_len)) return GF_BAD_NAME;
+        if (contains_token(name, name_len)) return GF_BAD_KEY;
     }
 
     if (!all_digits(value, value_len)) {

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final
+from typing import Final, Literal
 
 from protocol.lines import (
     DEFAULT_MAX_LINE_LENGTH,
@@ -33,7 +33,7 @@ from protocol.lines import (
     Sample,
 )
 from protocol.names import COUNTER, VALUE, Kind, is_valid_name_bytes
-from protocol.tokens import TOKEN_LENGTH
+from protocol.tokens import TOKEN_LENGTH, contains_token
 
 _TOKEN = re.compile(rb"gf_[0-9A-Za-z]{32}")
 _TIMESTAMP = re.compile(rb"[0-9]{1,12}(?:\.[0-9]*)?")
@@ -105,10 +105,14 @@ class CarbonParser:
             head, raw_value, raw_ts = fields
             entry = heads.get(head)
             if entry is None:
-                entry = self._split_head(head)
-                if entry is None:
+                split = self._split_head(head)
+                if isinstance(split, Reason):  # BAD_KEY
+                    errors.append(_error(Reason.BAD_KEY, line, "an API key in the name"))
+                    continue
+                if split is None:
                     errors.append(_error(Reason.BAD_NAME, line, "invalid metric name"))
                     continue
+                entry = split
             token, name, kind, has_tags = entry
 
             if raw_value.isdigit():
@@ -144,7 +148,7 @@ class CarbonParser:
                 tails[rest] = (value, timestamp)
         return Parsed(samples, errors, tagged)
 
-    def _split_head(self, head: bytes) -> _Head | None:
+    def _split_head(self, head: bytes) -> _Head | Literal[Reason.BAD_KEY] | None:
         """``[token "."] name [";" tags]`` validated once, then cached."""
         name, semicolon, _tags = head.partition(b";")
         token: str | None = None
@@ -158,6 +162,8 @@ class CarbonParser:
             name = name[TOKEN_LENGTH + 1 :]
         if not is_valid_name_bytes(name):
             return None
+        if contains_token(name):  # a key must never become part of a name
+            return Reason.BAD_KEY
         text = name.decode("ascii")
         pattern = self.counter_pattern
         kind: Kind = COUNTER if pattern is not None and pattern.search(text) else VALUE

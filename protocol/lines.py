@@ -17,7 +17,7 @@ from typing import Final, NamedTuple
 
 from protocol.buckets import RATE_FLOOR
 from protocol.names import COUNTER, VALUE, Kind, is_valid_name_bytes
-from protocol.tokens import DISPLAY_PREFIX_LENGTH, TOKEN_LENGTH
+from protocol.tokens import DISPLAY_PREFIX_LENGTH, TOKEN_LENGTH, contains_token
 
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
 FUTURE_TOLERANCE: Final = 300  # seconds a |T time may lie ahead of the clock
@@ -208,7 +208,8 @@ class LineParser:
 
         A head that starts like a token (``gf_`` + 32 base62) is a key prefix: without
         the "." after it (``gf_<32>web.hits``, a typo) it is BAD_KEY, never a name, so a
-        key cannot end up in a metric name that every reader can list.
+        key cannot end up in a metric name that every reader can list; so is a name
+        with a token-shaped run anywhere else (``app.gf_<32>.hits``).
         """
         token: str | None = None
         name = head
@@ -219,6 +220,8 @@ class LineParser:
             name = head[TOKEN_LENGTH + 1 :]
         if not is_valid_name_bytes(name):
             return Reason.BAD_NAME
+        if contains_token(name):  # a key elsewhere in the name: never stored as one
+            return Reason.BAD_KEY
         result = (token, name.decode("ascii"))
         if len(self._heads) >= _NAME_CACHE_LIMIT:
             self._heads.clear()  # bounded memory under a flood of distinct names

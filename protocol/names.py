@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
+from protocol.tokens import contains_token
+
 Kind = Literal["counter", "value"]
 COUNTER: Final = "counter"
 VALUE: Final = "value"
@@ -36,4 +38,6 @@ def name_error(name: object) -> str | None:
             "may contain only A-Z a-z 0-9 _ - and '.', with no leading, trailing "
             "or doubled '.'"
         )
+    if contains_token(name):
+        return "must not contain an API key (gf_ + 32 base62 characters)"
     return None

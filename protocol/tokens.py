@@ -54,6 +54,15 @@ _TOKEN_RUN_TEXT = re.compile(r"gf_[0-9A-Za-z]{32}", re.ASCII)
 _TOKEN_RUN_BYTES = re.compile(rb"gf_[0-9A-Za-z]{32}")
 
 
+def contains_token(name: bytes | str) -> bool:
+    """True if a token-shaped run (``gf_`` + 32 base62) stands anywhere in ``name``: a
+    key must never become part of a metric name every read key can list, wherever a
+    typo or a misconfigured client prefix put it (``app.gf_<32>.hits``)."""
+    if isinstance(name, bytes):
+        return b"gf_" in name and _TOKEN_RUN_BYTES.search(name) is not None
+    return "gf_" in name and _TOKEN_RUN_TEXT.search(name) is not None
+
+
 def redact_tokens(text: str) -> str:
     """``text`` with every token-shaped run (anywhere: inside a name, after a typo) cut
     to its display prefix + "...": for log lines and error messages, which never show

@@ -443,9 +443,12 @@ class MySQLStore:
                     f"MAX(mx) AS hi FROM {table} WHERE metric_id IN ({marks}) AND ts >= %s "
                     "AND ts < %s GROUP BY bucket")
 
-        merged = ("SELECT bucket, SUM(c) AS c, SUM(s) AS s, MIN(lo) AS lo, MAX(hi) AS hi FROM ("
-                  + " UNION ALL ".join(select(table) for table, _l, _h in reads)
-                  + ") AS levels GROUP BY bucket")
+        if len(reads) == 1:  # one level (an aligned range): its buckets are the answer
+            merged = select(reads[0][0])  # (a second GROUP BY over them cost ~25% here)
+        else:
+            merged = ("SELECT bucket, SUM(c) AS c, SUM(s) AS s, MIN(lo) AS lo, MAX(hi) AS hi "
+                      "FROM (" + " UNION ALL ".join(select(table) for table, _l, _h in reads)
+                      + ") AS levels GROUP BY bucket")
         params = [value for _table, low, high in reads for value in (*ids, low, high)]
 
         async def run(cursor: Cursor) -> list[BucketRow]:

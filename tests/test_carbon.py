@@ -89,6 +89,9 @@ CASES = [
     Case("doubled dot", line("carbon..a 1 {ts}"), Reason.BAD_NAME),
     Case("slash in name", line("carbon/a 1 {ts}"), Reason.BAD_NAME),
     Case("colon in name", line("carbon:a 1 {ts}"), Reason.BAD_NAME),
+    Case("a key without its dot", line("gf_" + "k" * 32 + "carbon.a 1 {ts}"), Reason.BAD_KEY),
+    Case("a key inside the name", line("carbon.gf_" + "k" * 32 + ".a 1 {ts}"),
+         Reason.BAD_KEY),
     Case("over-long line", b"carbon.long 1 " + b"1" * 2000, Reason.TOO_LONG),
 ]
 

@@ -74,6 +74,8 @@ def test_timestamp_window_edges() -> None:
     ({"metric": "a/b", "value": 1}, [(None, "metric")]),
     ({"metric": "é", "value": 1}, [(None, "metric")]),
     ({"metric": "a" * 256, "value": 1}, [(None, "metric")]),
+    ({"metric": "gf_" + "k" * 32, "value": 1}, [(None, "metric")]),  # a key, as a name
+    ({"metric": "app.gf_" + "k" * 32 + ".hits", "value": 1}, [(None, "metric")]),
     ({"metric": "a", "value": 1, "type": "value"}, [(None, "type")]),  # not in single posts
     ({"metric": ".", "value": "x", "extra": 1}, [(None, "extra"), (None, "metric"),
                                                  (None, "value")]),

@@ -132,6 +132,7 @@ VALID: list[tuple[bytes, Sample]] = [
     (f"{BODY_31}.foo:1|c".encode(), counter(f"{BODY_31}.foo", 1.0)),
     (f"{TOKEN[:-1]}-.foo:1|c".encode(), counter(f"{TOKEN[:-1]}-.foo", 1.0)),  # "-" not base62
     (f"GF_{TOKEN[3:]}.foo:1|c".encode(), counter(f"GF_{TOKEN[3:]}.foo", 1.0)),
+    (f"app.{BODY_31}.hits:1|c".encode(), counter(f"app.{BODY_31}.hits", 1.0)),
     # line endings
     (b"foo:1|c\n", counter("foo", 1.0)),
     (b"foo:1|c\r\n", counter("foo", 1.0)),
@@ -236,6 +237,11 @@ INVALID: list[tuple[bytes, Reason]] = [
     (f"{TOKEN}foo:1|c".encode(), Reason.BAD_KEY),
     (f"{TOKEN}-foo:1|c|@0.5".encode(), Reason.BAD_KEY),
     (f"{TOKEN}_:1|c".encode(), Reason.BAD_KEY),
+    # a token anywhere else in the name: a key never becomes part of a name
+    (f"app.{TOKEN}.hits:1|c".encode(), Reason.BAD_KEY),
+    (f"x{TOKEN}.y:1|c".encode(), Reason.BAD_KEY),
+    (f"{TOKEN}.{TOKEN}.z:1|c".encode(), Reason.BAD_KEY),
+    (f"{TOKEN}.app.{BODY_33}:1|c".encode(), Reason.BAD_KEY),
     # values: finite decimal or float literals only
     (b"foo:nan|v", Reason.BAD_VALUE),
     (b"foo:NaN|v", Reason.BAD_VALUE),
