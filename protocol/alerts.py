@@ -252,7 +252,7 @@ def keep_secrets(new: Rule, old: Rule) -> Rule:
     targets = []
     for n, target in enumerate(new.notify):
         if target.secret == REDACTED:
-            secret = stored.get(target.webhook)
+            secret = stored.get(target.webhook or "")
             if secret is None:
                 raise RuleError([FieldError(None, f"notify[{n}].secret",
                                             "no stored secret for this webhook to keep")])
