@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from types import NoneType, UnionType
 from typing import Any, TypeVar
 
 import click
+import orjson
 
 from collector.config import AdminConfig, CollectorConfig
 from collector.retention import FLUSH_RECORD_SLACK, retention_levels, retention_pass
@@ -37,6 +39,7 @@ from glowing_fiesta.logs import configure_logging
 from glowing_fiesta.notify import Notifier
 from glowing_fiesta.runner import run_async, run_services
 from glowing_fiesta.workers import run_workers
+from protocol.alerts import MAX_RULES, RuleError, parse_rule, rule_json
 from protocol.options import KEY, CliOption, cli
 from protocol.tokens import display_prefix, generate_token, hash_token, parse_scopes
 from protocol.units import format_duration, format_timestamp, parse_duration, parse_rate_limit
@@ -281,7 +284,8 @@ class NewKey:
     """The options of ``keys create`` (its own, not configuration)."""
 
     scopes: str = dataclasses.field(default="write,read", metadata=cli(
-        "--scopes", "Comma-separated: write (ingest), read (queries)."))
+        "--scopes",
+        "Comma-separated: write (ingest), read (queries), admin (alert rules)."))
     rate_limit: str | None = dataclasses.field(default=None, metadata=cli(
         "--rate-limit",
         "Requests per key, e.g. 100/s or 6000/m [default: --default-rate-limit]."))
@@ -348,6 +352,94 @@ def keys_revoke(name_or_prefix: str, **params: Any) -> None:
             click.echo(f"no active key named or prefixed {name_or_prefix!r}", err=True)
             return 1
         click.echo(f"revoked {count} key(s)")
+        return 0
+
+    _with_store(build_config(params), go)
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules: add, list, rm, test (the HTTP service evaluates them)."""
+
+
+def _rule_text(source: str) -> str:
+    """A rule's JSON: given inline, as ``@path``, or ``-`` for standard input."""
+    if source == "-":
+        return sys.stdin.read(1_000_000)
+    if source.startswith("@"):
+        try:
+            return Path(source[1:]).read_text()[:1_000_000]
+        except OSError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return source
+
+
+def _rule_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2**62):
+        raise click.BadParameter(f"a rule id is a positive integer, not {text!r}")
+    return int(text)
+
+
+@alerts.command("add")
+@common_options
+@click.argument("rule")
+def alerts_add(rule: str, **params: Any) -> None:
+    """Add a rule from its JSON (inline, @file or - for stdin); print its id."""
+    try:
+        parsed = parse_rule(orjson.loads(_rule_text(rule)))
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    except RuleError as exc:
+        raise click.BadParameter(str(exc)) from None
+    body = orjson.dumps(rule_json(parsed, redact=False)).decode()
+
+    async def go(store: Store) -> int:
+        rule_id = await store.create_rule(parsed.name, parsed.metric, body, int(time.time()),
+                                          MAX_RULES)
+        if rule_id is None:
+            click.echo(f"the database holds {MAX_RULES} rules already", err=True)
+            return 1
+        click.echo(rule_id)
+        return 0
+
+    _with_store(build_config(params), go)
+
+
+@alerts.command("list")
+@common_options
+def alerts_list(**params: Any) -> None:
+    """List the rules with their states (never their secrets)."""
+
+    async def go(store: Store) -> int:
+        click.echo(f"{'ID':>6} {'STATE':<8} {'KIND':<9} {'METRIC':<32} NAME")
+        after = 0
+        while page := await store.list_rules(1000, after):
+            states: dict[int, set[str]] = {}
+            for state in await store.alert_states([r.id for r in page]):
+                states.setdefault(state.rule_id, set()).add(state.state)
+            for row in page:
+                held = states.get(row.id, set())
+                worst = next((s for s in ("firing", "pending") if s in held), "ok")
+                kind = "missing" if '"absent_for"' in row.body else "threshold"
+                click.echo(f"{row.id:>6} {worst:<8} {kind:<9} {row.metric:<32} {row.name}")
+            after = page[-1].id
+        return 0
+
+    _with_store(build_config(params), go)
+
+
+@alerts.command("rm")
+@common_options
+@click.argument("rule_id")
+def alerts_rm(rule_id: str, **params: Any) -> None:
+    """Delete a rule (by its id) with its states and history."""
+    number = _rule_id(rule_id)
+
+    async def go(store: Store) -> int:
+        if not await store.delete_rule(number):
+            click.echo(f"no alert rule {number}", err=True)
+            return 1
+        click.echo(f"deleted rule {number}")
         return 0
 
     _with_store(build_config(params), go)

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 from protocol.buckets import AGGREGATIONS, Aggregation
 from protocol.names import MAX_NAME_LENGTH
 from protocol.points import FieldError
-from protocol.units import format_timestamp, parse_duration
+from protocol.units import format_duration, format_timestamp, parse_duration
 
 Op = Literal[">", ">=", "<", "<=", "=="]
 OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
@@ -228,11 +228,11 @@ def rule_json(rule: Rule, *, redact: bool = True) -> dict[str, object]:
     """The JSON form of a rule (``parse_rule``'s inverse); secrets as REDACTED."""
     out: dict[str, object] = {"name": rule.name, "metric": rule.metric}
     if rule.kind == "missing":
-        out["absent_for"] = rule.absent_for
+        out["absent_for"] = format_duration(rule.absent_for)
     else:
-        out.update(aggregation=rule.aggregation, window=rule.window, op=rule.op,
-                   threshold=rule.threshold)
-        out["for"] = rule.for_
+        out.update(aggregation=rule.aggregation, window=format_duration(rule.window),
+                   op=rule.op, threshold=rule.threshold)
+        out["for"] = format_duration(rule.for_)
     out["notify"] = [target_json(t, redact=redact) for t in rule.notify]
     return out
 

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 
 from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
-from query import ingest, read, stathat
+from query import alerts, ingest, read, stathat
 from query.auth import guard_middleware
 from query.commit import GroupCommitter
 from query.config import HttpConfig
@@ -92,6 +92,13 @@ ROUTES: Final = (
     Route("POST", "/api/metrics/batch", ingest.post_batch, "ingest_batch", "write"),
     Route("GET", "/api/metrics", read.list_metrics, "list_metrics", "read"),
     Route("GET", "/api/metrics/{name}", read.get_series, "get_series", "read"),
+    # Alert rules: read keys list and read them, admin keys change them.
+    Route("POST", "/api/alerts", alerts.create_rule, "alerts_create", "admin"),
+    Route("GET", "/api/alerts", alerts.list_rules, "alerts_list", "read"),
+    Route("GET", "/api/alerts/{id}", alerts.get_rule, "alerts_get", "read"),
+    Route("PUT", "/api/alerts/{id}", alerts.replace_rule, "alerts_replace", "admin"),
+    Route("DELETE", "/api/alerts/{id}", alerts.delete_rule, "alerts_delete", "admin"),
+    Route("GET", "/api/alerts/{id}/history", alerts.rule_history, "alerts_history", "read"),
     Route("GET", "/api/openapi.json", openapi_json, "openapi", None),
     Route("GET", "/healthz", healthz, "healthz", None),
     Route("GET", "/metrics", self_metrics, "self_metrics", None),

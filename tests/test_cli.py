@@ -134,7 +134,7 @@ async def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert status == 0 and "revoked 1" in out
     status, _, err = await run_cli("keys", "revoke", "ci", "--database-url", url)
     assert status == 1 and "no active key" in err
-    status, _, err = await run_cli("keys", "create", "x", "--scopes", "admin",
+    status, _, err = await run_cli("keys", "create", "x", "--scopes", "root",
                                    "--database-url", url)
     assert status == 2 and "unknown scope" in err
 
