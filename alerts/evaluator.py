@@ -119,6 +119,35 @@ class Evaluator:
         self._rules: dict[int, _Parsed] = {}  # parsed once per (id, updated_at)
         self._recovered_at = 0.0  # when the store last came back after an outage
         self._outage = False
+        self.outbox: dict[str, int] = {}  # status -> notifications, as of the last tick
+
+    def metrics(self) -> dict[str, tuple[str, float]]:
+        """Self-metrics for the HTTP service's /metrics (read at scrape time)."""
+        s, n = self.stats, self.notifier.stats
+        return {
+            "gf_alert_evaluations": ("Alert evaluations stored by this process.",
+                                     s.evaluations),
+            "gf_alert_evaluation_failures": (
+                "Alert evaluations the store did not let finish.", s.failures),
+            "gf_alert_rules_evaluated": ("(rule, metric) pairs evaluated, in all.",
+                                         s.rules_evaluated),
+            "gf_alert_transitions": ("Alert state transitions stored.", s.transitions),
+            "gf_alert_evaluation_lag_seconds": (
+                "How late the last evaluation started after it was due.", s.lag),
+            "gf_alert_evaluation_duration_seconds": (
+                "How long the last evaluation took.", s.duration),
+            "gf_alert_leader": ("1 while this process holds the evaluator lease.",
+                                float(s.leader)),
+            "gf_alert_notifications_sent": ("Notifications delivered by this process.",
+                                            n.sent),
+            "gf_alert_notifications_failed": (
+                "Notifications given up after 24 h of retries, by this process.", n.failed),
+            "gf_alert_notification_attempts_failed": (
+                "Delivery attempts that failed (each is retried).", n.attempts_failed),
+            "gf_alert_notifications_retrying": (
+                "Notifications waiting in the outbox for delivery or a retry (as of the "
+                "leader's last evaluation here).", self.outbox.get("pending", 0)),
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Evaluate every interval until ``stop`` is set; then give the lease up."""
@@ -146,6 +175,7 @@ class Evaluator:
                 return
             await self.evaluate(now)
             await self.notifier.deliver_due()
+            self.outbox = await self.store.count_notifications()
         except StoreError as exc:
             self.stats.failures += 1
             if not self._outage:

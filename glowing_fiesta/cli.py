@@ -27,10 +27,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import orjson
 
+from alerts.config import AlertConfig
+from alerts.notifier import DeliveryError
+from alerts.notifier import Notifier as AlertNotifier
 from collector.config import AdminConfig, CollectorConfig
 from collector.retention import FLUSH_RECORD_SLACK, retention_levels, retention_pass
 from glowing_fiesta import __version__
@@ -39,7 +43,16 @@ from glowing_fiesta.logs import configure_logging
 from glowing_fiesta.notify import Notifier
 from glowing_fiesta.runner import run_async, run_services
 from glowing_fiesta.workers import run_workers
-from protocol.alerts import MAX_RULES, RuleError, parse_rule, rule_json
+from protocol.alerts import (
+    MAX_RULES,
+    Notice,
+    RuleError,
+    idempotency_key,
+    parse_rule,
+    rule_json,
+    target_json,
+    webhook_payload,
+)
 from protocol.options import KEY, CliOption, cli
 from protocol.tokens import display_prefix, generate_token, hash_token, parse_scopes
 from protocol.units import format_duration, format_timestamp, parse_duration, parse_rate_limit
@@ -184,6 +197,10 @@ def http_options(f: F) -> F:
     return _stacked(f, section_options(HttpConfig))
 
 
+def alert_options(f: F) -> F:
+    return _stacked(f, section_options(AlertConfig))
+
+
 def build_config(params: dict[str, Any]) -> Config:
     """The one Config, from the options a command was given (missing ones: defaults)."""
     top = from_params(Config, params)
@@ -193,7 +210,8 @@ def build_config(params: dict[str, Any]) -> Config:
                        key_cache_ttl=collector.key_cache_ttl,
                        retention_raw=collector.retention_raw, state_dir=top.state_dir)
     config = dataclasses.replace(top, collector=collector, http=http,
-                                 admin=from_params(AdminConfig, params))
+                                 admin=from_params(AdminConfig, params),
+                                 alerts=from_params(AlertConfig, params))
     try:
         return config.validate()
     except ConfigError as exc:
@@ -224,6 +242,7 @@ def _serve(params: dict[str, Any], *, collector: bool, http: bool) -> None:
 @collector_options
 @admin_options
 @http_options
+@alert_options
 def run(**params: Any) -> None:
     """Collector and HTTP service in one process (the embedded default)."""
     _serve(params, collector=True, http=True)
@@ -250,6 +269,7 @@ def collector(**params: Any) -> None:
 @field_option(CollectorConfig, "key_cache_ttl")
 @field_option(CollectorConfig, "spool_max_bytes")
 @WORKERS
+@alert_options
 def serve(**params: Any) -> None:
     """The HTTP query and ingest service only."""
     _serve(params, collector=False, http=True)
@@ -443,6 +463,47 @@ def alerts_rm(rule_id: str, **params: Any) -> None:
         return 0
 
     _with_store(build_config(params), go)
+
+
+@alerts.command("test")
+@common_options
+@alert_options
+@click.argument("rule_id")
+def alerts_test(rule_id: str, **params: Any) -> None:
+    """Send a test notification (marked "test": true) to each of a rule's targets now."""
+    number = _rule_id(rule_id)
+    config = build_config(params)
+
+    async def go(store: Store) -> int:
+        row = await store.get_rule(number)
+        if row is None:
+            click.echo(f"no alert rule {number}", err=True)
+            return 1
+        rule = parse_rule(orjson.loads(row.body))
+        now = time.time()
+        notifier = AlertNotifier(store, config.alerts)
+        failed = 0
+        try:
+            for n, target in enumerate(rule.notify):
+                key = idempotency_key(number, rule.metric, "test", now, n)
+                payload = webhook_payload(number, rule, rule.metric, Notice("firing", now, None),
+                                          config.alerts.base_url or "http://127.0.0.1:8000",
+                                          key)
+                payload["test"] = True
+                where = target.email or urlsplit(target.webhook or "").hostname
+                try:
+                    await notifier.send(target_json(target, redact=False),
+                                        orjson.dumps(payload), key)
+                except DeliveryError as exc:
+                    failed += 1
+                    click.echo(f"target {n} ({where}): FAILED: {exc}", err=True)
+                    continue
+                click.echo(f"target {n} ({where}): sent")
+        finally:
+            await notifier.close()
+        return 1 if failed else 0
+
+    _with_store(config, go)
 
 
 @main.group()

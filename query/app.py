@@ -40,6 +40,7 @@ from query.state import (
     BATCH_READER,
     COMMITTER,
     CONFIG,
+    EXTRA_METRICS,
     KEYS,
     KINDS,
     LIMITER,
@@ -123,6 +124,7 @@ def make_app(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     redis_prefix: str = "gf:ratelimit:",
+    extra_metrics: Callable[[], dict[str, tuple[str, float]]] | None = None,
 ) -> web.Application:
     """The HTTP service on an already opened store (its owner closes it).
 
@@ -135,7 +137,8 @@ def make_app(
     the quarantine in ``config.state_dir`` (with a spool; else they are logged and
     dropped). ``clock`` times the key cache
     and in-process rate limits, ``wall_clock`` is "now" for timestamps; tests pass their
-    own. Raises ValueError for a default rate limit that does not parse.
+    own. ``extra_metrics``: more self-metrics for /metrics (the runner's alert evaluator).
+    Raises ValueError for a default rate limit that does not parse.
     """
     try:
         parse_rate_limit(config.default_rate_limit)
@@ -152,6 +155,8 @@ def make_app(
     app[WALL_CLOCK] = wall_clock
     app[SCOPES] = {route.name: route.scope for route in ROUTES if route.scope is not None}
     app[OPENAPI] = orjson.dumps(openapi_document(config))
+    if extra_metrics is not None:
+        app[EXTRA_METRICS] = extra_metrics
     registry, latency = new_registry(stats, lambda: _component_counters(app))
     app[REGISTRY] = registry
     app.middlewares.extend([metrics_middleware(stats, latency), error_middleware,
@@ -269,4 +274,7 @@ def _component_counters(app: web.Application) -> dict[str, tuple[str, float]]:
         out["gf_http_quarantined_rows"] = (
             "Point rows the database refused for good, set aside in the quarantine.",
             w.quarantined_rows)
+    extra = app.get(EXTRA_METRICS)
+    if extra is not None:
+        out.update(extra())
     return out

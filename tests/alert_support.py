@@ -33,6 +33,7 @@ class Receiver:
     port: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0
+    attempt_keys: list[str] = field(default_factory=list)  # every request's key, answered or not
     _runner: web.AppRunner | None = None
 
     @property
@@ -56,6 +57,7 @@ class Receiver:
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.attempts += 1
+        self.attempt_keys.append(request.headers.get(IDEMPOTENCY_HEADER, ""))
         body = await request.read()
         if self.status != 200:
             return web.Response(status=self.status)

@@ -13,6 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from alerts.config import AlertConfig
 from collector.config import AdminConfig, CollectorConfig
 from glowing_fiesta import __version__
 from glowing_fiesta.cli import (
@@ -246,7 +247,8 @@ def test_option_defaults_are_the_config_defaults(monkeypatch: pytest.MonkeyPatch
         if name.startswith("GF_") and not name.startswith("GF_TEST_"):
             monkeypatch.delenv(name)
     specs = {}
-    for cls in (Config, CollectorConfig, HttpConfig, AdminConfig, NewKey, QuarantinePick):
+    for cls in (Config, CollectorConfig, HttpConfig, AdminConfig, AlertConfig, NewKey,
+                QuarantinePick):
         for f in dataclasses.fields(cls):
             spec = cli_spec(f)
             if spec is not None:
