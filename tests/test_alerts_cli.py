@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.alert_support import Receiver
 from tests.daemon import run_cli
 
 RULE = {"name": "errors high", "metric": "app.errors", "window": "5m", "op": ">",
@@ -42,3 +43,24 @@ async def test_a_bad_rule_names_the_field(tmp_path: Path) -> None:
     assert status == 2 and "window" in err
     status, _, err = await run_cli("alerts", "add", "{nope", "--database-url", url)
     assert status == 2 and "not JSON" in err
+
+
+async def test_alerts_test_sends_to_every_target(tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    try:
+        url = f"sqlite:///{tmp_path / 'a.db'}"
+        rule = RULE | {"notify": [{"webhook": receiver.url, "secret": "hush-hush"},
+                                  {"email": "oncall@example.com"}]}
+        status, out, err = await run_cli("alerts", "add", json.dumps(rule), "--database-url",
+                                         url)
+        assert status == 0, err
+        status, out, err = await run_cli("alerts", "test", out.strip(), "--database-url", url)
+        # The webhook is sent; the e-mail fails: no --smtp-host (status 1, said so).
+        assert status == 1
+        assert "target 0 (127.0.0.1): sent" in out
+        assert "target 1 (oncall@example.com): FAILED" in err and "--smtp-host" in err
+        (delivery,) = receiver.deliveries
+        assert delivery.payload["test"] is True and delivery.signed_with("hush-hush")
+        assert "hush-hush" not in out + err
+    finally:
+        await receiver.stop()
