@@ -65,6 +65,7 @@ from store.base import (
 log = logging.getLogger(__name__)
 
 PAGE: Final = 1000
+OUTBOX_KEEP: Final = 7 * 86400  # seconds a sent or given-up notification is kept
 
 
 def window_value(total: WindowTotal | None, aggregation: Aggregation, window: int) -> float | None:
@@ -175,6 +176,7 @@ class Evaluator:
                 return
             await self.evaluate(now)
             await self.notifier.deliver_due()
+            await self.store.delete_finished_notifications(now - OUTBOX_KEEP, 1000)
             self.outbox = await self.store.count_notifications()
         except StoreError as exc:
             self.stats.failures += 1

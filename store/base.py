@@ -310,6 +310,10 @@ class Store(Protocol):
         finished_at: float | None, error: str | None,
     ) -> None: ...
 
+    async def delete_finished_notifications(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` sent or given-up notifications finished before ``before``."""
+        ...
+
     async def count_notifications(self) -> dict[str, int]:
         """status -> how many notifications are in the outbox."""
         ...

@@ -705,6 +705,15 @@ class MySQLStore:
 
         await self._run(run)
 
+    async def delete_finished_notifications(self, before: float, limit: int) -> int:
+        async def run(cursor: Cursor) -> int:
+            await cursor.execute(
+                "DELETE FROM alert_outbox WHERE status <> 'pending' AND finished_at < %s "
+                "ORDER BY id LIMIT %s", (before, limit))
+            return int(cursor.rowcount)
+
+        return await self._run(run)
+
     async def count_notifications(self) -> dict[str, int]:
         async def run(cursor: Cursor) -> dict[str, int]:
             await cursor.execute("SELECT status, COUNT(*) FROM alert_outbox GROUP BY status")

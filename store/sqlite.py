@@ -583,6 +583,15 @@ class SQLiteStore:
             "last_error = ? WHERE id = ?",
             (status, attempts, next_at, finished_at, error, notification_id)))
 
+    async def delete_finished_notifications(self, before: float, limit: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(
+                "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox "
+                "WHERE status <> 'pending' AND finished_at < ? ORDER BY id LIMIT ?)",
+                (before, limit)).rowcount)
+
+        return await self._write(run)
+
     async def count_notifications(self) -> dict[str, int]:
         def run(conn: sqlite3.Connection) -> dict[str, int]:
             return {row[0]: int(row[1]) for row in conn.execute(

@@ -127,6 +127,9 @@ async def test_an_evaluation_is_saved_whole_and_only_by_the_lease_holder(
     await store.update_notification(due.id, "sent", 2, 55.0, 56.0, None)
     assert await store.due_notifications(1e12, 10) == []
     assert await store.count_notifications() == {"sent": 1}
+    assert await store.delete_finished_notifications(56.0, 10) == 0  # finished at 56
+    assert await store.delete_finished_notifications(56.5, 10) == 1
+    assert await store.count_notifications() == {}
     # A metric change resets the states; deleting removes states and history.
     assert await store.update_rule(rule_id, "r", "a.c", "{}", BASE)
     assert await store.alert_states([rule_id]) == []
