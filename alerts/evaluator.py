@@ -31,7 +31,7 @@ import orjson
 from alerts.config import AlertConfig
 from alerts.lease import NAME as LEASE_NAME
 from alerts.lease import Lease
-from alerts.notifier import Notifier
+from alerts.notifier import CONCURRENCY, Notifier
 from protocol.alerts import (
     MAX_MATCHES,
     MAX_RULES,
@@ -114,7 +114,9 @@ class Evaluator:
         self.config = config
         self.base_url = base_url
         self.clock = clock
-        self.lease = lease or Lease(store, ttl=max(3 * config.interval, 2.0))
+        # The lease outlives a round of deliveries (see tick) and a missed evaluation.
+        self.lease = lease or Lease(store, ttl=max(3 * config.interval, 2.0,
+                                                   config.webhook_timeout + config.interval))
         self.notifier = Notifier(store, config, clock=clock)
         self.stats = EvaluatorStats()
         self._rules: dict[int, _Parsed] = {}  # parsed once per (id, updated_at)
@@ -175,7 +177,14 @@ class Evaluator:
             if not self.stats.leader:
                 return
             await self.evaluate(now)
-            await self.notifier.deliver_due()
+            # Rounds of deliveries for at most one interval, the lease renewed before
+            # each: a round takes at most --webhook-timeout, which the lease outlasts,
+            # so no other process can take over (and deliver the same rows) meanwhile.
+            budget = time.monotonic() + self.config.interval
+            while await self.notifier.deliver_due() == CONCURRENCY \
+                    and time.monotonic() < budget \
+                    and await self.lease.acquire(self.clock()):
+                pass
             await self.store.delete_finished_notifications(now - OUTBOX_KEEP, 1000)
             self.outbox = await self.store.count_notifications()
         except StoreError as exc:

@@ -43,8 +43,7 @@ from store.base import OutboxRow, Store
 
 log = logging.getLogger(__name__)
 
-BATCH: Final = 100  # notifications taken from the outbox per pass
-CONCURRENCY: Final = 10  # deliveries in flight at once
+CONCURRENCY: Final = 10  # deliveries in flight at once (one round)
 USER_AGENT: Final = "glowing-fiesta-alerts"
 
 
@@ -74,19 +73,14 @@ class Notifier:
             await self._session.close()
             self._session = None
 
-    async def deliver_due(self) -> int:
-        """Deliver (or reschedule) the notifications that are due; return how many were
-        delivered. Raises StoreError when the outbox cannot be read."""
-        due = await self.store.due_notifications(self.clock(), BATCH)
-        if not due:
-            return 0
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(row: OutboxRow) -> bool:
-            async with gate:
-                return await self.deliver(row)
-
-        return sum(await asyncio.gather(*(one(row) for row in due)))
+    async def deliver_due(self, limit: int = CONCURRENCY) -> int:
+        """One round: up to ``limit`` due notifications attempted at once (so a round
+        takes at most --webhook-timeout), each delivered or rescheduled. Returns how
+        many were due (``limit``: there may be more). Raises StoreError when the outbox
+        cannot be read."""
+        due = await self.store.due_notifications(self.clock(), limit)
+        await asyncio.gather(*(self.deliver(row) for row in due))
+        return len(due)
 
     async def deliver(self, row: OutboxRow) -> bool:
         """One attempt at one notification, its outcome stored. True if delivered."""

@@ -440,7 +440,7 @@ def alerts_list(**params: Any) -> None:
             for row in page:
                 held = states.get(row.id, set())
                 worst = next((s for s in ("firing", "pending") if s in held), "ok")
-                kind = "missing" if '"absent_for"' in row.body else "threshold"
+                kind = parse_rule(orjson.loads(row.body)).kind
                 click.echo(f"{row.id:>6} {worst:<8} {kind:<9} {row.metric:<32} {row.name}")
             after = page[-1].id
         return 0

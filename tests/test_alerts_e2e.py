@@ -24,7 +24,9 @@ from tests.alert_support import Receiver
 from tests.daemon import DaemonProcess, run_cli
 
 SECRET = "e2e-secret"
-FAST = ("--alert-interval", "0.5")
+# --webhook-timeout 1: the lease (which outlasts a delivery round) expires 2 s after a
+# killed leader's last renewal.
+FAST = ("--alert-interval", "0.5", "--webhook-timeout", "1")
 
 
 class Mailbox:
