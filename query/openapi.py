@@ -567,6 +567,8 @@ def _stathat_paths(config: HttpConfig) -> Json:
 def _alert_paths() -> tuple[Json, Json]:
     """The alert-rule routes (``query.alerts``) and their schemas."""
     duration: Json = {"type": ["string", "integer"], "examples": ["5m", "30s", 300],
+                      "pattern": r"^([0-9]{1,10}|[1-9][0-9]{0,9}[smhdw]|0[smhdw])$",
+                      "minimum": 0,
                       "description": "A duration: 30s, 5m, 12h, 7d, or whole seconds."}
     targets: Json = {
         "type": "array", "minItems": 1, "maxItems": MAX_TARGETS,
@@ -575,6 +577,7 @@ def _alert_paths() -> tuple[Json, Json]:
              "required": ["webhook", "secret"],
              "properties": {
                  "webhook": {"type": "string", "maxLength": MAX_URL_LENGTH,
+                             "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
                              "examples": ["https://hooks.example.com/gf"],
                              "description": "An http(s) URL, POSTed the notification."},
                  "secret": {"type": "string", "minLength": 1, "maxLength": MAX_SECRET_LENGTH,
@@ -583,11 +586,13 @@ def _alert_paths() -> tuple[Json, Json]:
                                            f"`{REDACTED}`; written back as such, kept."}}},
             {"type": "object", "additionalProperties": False, "required": ["email"],
              "properties": {"email": {"type": "string", "maxLength": MAX_EMAIL_LENGTH,
+                                      "pattern": r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]+$",
                                       "examples": ["oncall@example.com"]}}},
         ]},
     }
     rule_name: Json = {"type": "string", "minLength": 1, "maxLength": MAX_RULE_NAME}
     metric: Json = {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                    "pattern": r"^[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*$",
                     "description": "A metric name, or a glob: `*` is any run of name "
                                    "characters within one segment (`app.*.errors`).",
                     "examples": ["app.errors", "app.*.errors"]}
