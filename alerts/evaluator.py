@@ -65,6 +65,9 @@ from store.base import (
 log = logging.getLogger(__name__)
 
 PAGE: Final = 1000
+# (rule, metric) pairs one evaluation takes at most (globs could ask for 20,000 x 1,000);
+# past it the rest wait, and a warning says so.
+MAX_PAIRS: Final = 200_000
 OUTBOX_KEEP: Final = 7 * 86400  # seconds a sent or given-up notification is kept
 
 
@@ -297,6 +300,10 @@ class Evaluator:
             if metric not in matches:
                 matches[metric] = await self._glob(metric)
             out.extend((rule_id, name) for name in matches[metric])
+        if len(out) > MAX_PAIRS:
+            log.warning("alert rules watch %d (rule, metric) pairs; evaluating the first %d",
+                        len(out), MAX_PAIRS)
+            del out[MAX_PAIRS:]
         return out
 
     async def _glob(self, pattern: str) -> list[str]:
