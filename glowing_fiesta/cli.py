@@ -20,15 +20,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 import time
 import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
+import orjson
 
+from alerts.config import AlertConfig
+from alerts.notifier import DeliveryError
+from alerts.notifier import Notifier as AlertNotifier
 from collector.config import AdminConfig, CollectorConfig
 from collector.retention import FLUSH_RECORD_SLACK, retention_levels, retention_pass
 from glowing_fiesta import __version__
@@ -37,6 +43,16 @@ from glowing_fiesta.logs import configure_logging
 from glowing_fiesta.notify import Notifier
 from glowing_fiesta.runner import run_async, run_services
 from glowing_fiesta.workers import run_workers
+from protocol.alerts import (
+    MAX_RULES,
+    Notice,
+    RuleError,
+    idempotency_key,
+    parse_rule,
+    rule_json,
+    target_json,
+    webhook_payload,
+)
 from protocol.options import KEY, CliOption, cli
 from protocol.tokens import display_prefix, generate_token, hash_token, parse_scopes
 from protocol.units import format_duration, format_timestamp, parse_duration, parse_rate_limit
@@ -181,6 +197,10 @@ def http_options(f: F) -> F:
     return _stacked(f, section_options(HttpConfig))
 
 
+def alert_options(f: F) -> F:
+    return _stacked(f, section_options(AlertConfig))
+
+
 def build_config(params: dict[str, Any]) -> Config:
     """The one Config, from the options a command was given (missing ones: defaults)."""
     top = from_params(Config, params)
@@ -190,7 +210,8 @@ def build_config(params: dict[str, Any]) -> Config:
                        key_cache_ttl=collector.key_cache_ttl,
                        retention_raw=collector.retention_raw, state_dir=top.state_dir)
     config = dataclasses.replace(top, collector=collector, http=http,
-                                 admin=from_params(AdminConfig, params))
+                                 admin=from_params(AdminConfig, params),
+                                 alerts=from_params(AlertConfig, params))
     try:
         return config.validate()
     except ConfigError as exc:
@@ -221,6 +242,7 @@ def _serve(params: dict[str, Any], *, collector: bool, http: bool) -> None:
 @collector_options
 @admin_options
 @http_options
+@alert_options
 def run(**params: Any) -> None:
     """Collector and HTTP service in one process (the embedded default)."""
     _serve(params, collector=True, http=True)
@@ -247,6 +269,7 @@ def collector(**params: Any) -> None:
 @field_option(CollectorConfig, "key_cache_ttl")
 @field_option(CollectorConfig, "spool_max_bytes")
 @WORKERS
+@alert_options
 def serve(**params: Any) -> None:
     """The HTTP query and ingest service only."""
     _serve(params, collector=False, http=True)
@@ -281,7 +304,8 @@ class NewKey:
     """The options of ``keys create`` (its own, not configuration)."""
 
     scopes: str = dataclasses.field(default="write,read", metadata=cli(
-        "--scopes", "Comma-separated: write (ingest), read (queries)."))
+        "--scopes",
+        "Comma-separated: write (ingest), read (queries), admin (alert rules)."))
     rate_limit: str | None = dataclasses.field(default=None, metadata=cli(
         "--rate-limit",
         "Requests per key, e.g. 100/s or 6000/m [default: --default-rate-limit]."))
@@ -351,6 +375,135 @@ def keys_revoke(name_or_prefix: str, **params: Any) -> None:
         return 0
 
     _with_store(build_config(params), go)
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules: add, list, rm, test (the HTTP service evaluates them)."""
+
+
+def _rule_text(source: str) -> str:
+    """A rule's JSON: given inline, as ``@path``, or ``-`` for standard input."""
+    if source == "-":
+        return sys.stdin.read(1_000_000)
+    if source.startswith("@"):
+        try:
+            return Path(source[1:]).read_text()[:1_000_000]
+        except OSError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return source
+
+
+def _rule_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2**62):
+        raise click.BadParameter(f"a rule id is a positive integer, not {text!r}")
+    return int(text)
+
+
+@alerts.command("add")
+@common_options
+@click.argument("rule")
+def alerts_add(rule: str, **params: Any) -> None:
+    """Add a rule from its JSON (inline, @file or - for stdin); print its id."""
+    try:
+        parsed = parse_rule(orjson.loads(_rule_text(rule)))
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    except RuleError as exc:
+        raise click.BadParameter(str(exc)) from None
+    body = orjson.dumps(rule_json(parsed, redact=False)).decode()
+
+    async def go(store: Store) -> int:
+        rule_id = await store.create_rule(parsed.name, parsed.metric, body, int(time.time()),
+                                          MAX_RULES)
+        if rule_id is None:
+            click.echo(f"the database holds {MAX_RULES} rules already", err=True)
+            return 1
+        click.echo(rule_id)
+        return 0
+
+    _with_store(build_config(params), go)
+
+
+@alerts.command("list")
+@common_options
+def alerts_list(**params: Any) -> None:
+    """List the rules with their states (never their secrets)."""
+
+    async def go(store: Store) -> int:
+        click.echo(f"{'ID':>6} {'STATE':<8} {'KIND':<9} {'METRIC':<32} NAME")
+        after = 0
+        while page := await store.list_rules(1000, after):
+            states: dict[int, set[str]] = {}
+            for state in await store.alert_states([r.id for r in page]):
+                states.setdefault(state.rule_id, set()).add(state.state)
+            for row in page:
+                held = states.get(row.id, set())
+                worst = next((s for s in ("firing", "pending") if s in held), "ok")
+                kind = parse_rule(orjson.loads(row.body)).kind
+                click.echo(f"{row.id:>6} {worst:<8} {kind:<9} {row.metric:<32} {row.name}")
+            after = page[-1].id
+        return 0
+
+    _with_store(build_config(params), go)
+
+
+@alerts.command("rm")
+@common_options
+@click.argument("rule_id")
+def alerts_rm(rule_id: str, **params: Any) -> None:
+    """Delete a rule (by its id) with its states and history."""
+    number = _rule_id(rule_id)
+
+    async def go(store: Store) -> int:
+        if not await store.delete_rule(number):
+            click.echo(f"no alert rule {number}", err=True)
+            return 1
+        click.echo(f"deleted rule {number}")
+        return 0
+
+    _with_store(build_config(params), go)
+
+
+@alerts.command("test")
+@common_options
+@alert_options
+@click.argument("rule_id")
+def alerts_test(rule_id: str, **params: Any) -> None:
+    """Send a test notification (marked "test": true) to each of a rule's targets now."""
+    number = _rule_id(rule_id)
+    config = build_config(params)
+
+    async def go(store: Store) -> int:
+        row = await store.get_rule(number)
+        if row is None:
+            click.echo(f"no alert rule {number}", err=True)
+            return 1
+        rule = parse_rule(orjson.loads(row.body))
+        now = time.time()
+        notifier = AlertNotifier(store, config.alerts)
+        failed = 0
+        try:
+            for n, target in enumerate(rule.notify):
+                key = idempotency_key(number, rule.metric, "test", now, n)
+                payload = webhook_payload(number, rule, rule.metric, Notice("firing", now, None),
+                                          config.alerts.base_url or "http://127.0.0.1:8000",
+                                          key)
+                payload["test"] = True
+                where = target.email or urlsplit(target.webhook or "").hostname
+                try:
+                    await notifier.send(target_json(target, redact=False),
+                                        orjson.dumps(payload), key)
+                except DeliveryError as exc:
+                    failed += 1
+                    click.echo(f"target {n} ({where}): FAILED: {exc}", err=True)
+                    continue
+                click.echo(f"target {n} ({where}): sent")
+        finally:
+            await notifier.close()
+        return 1 if failed else 0
+
+    _with_store(config, go)
 
 
 @main.group()

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alerts.config import AlertConfig
 from collector.config import AdminConfig, CollectorConfig
 from protocol.options import cli
 from protocol.units import parse_rate_limit
@@ -42,6 +43,7 @@ class Config:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    alerts: AlertConfig = field(default_factory=AlertConfig)
 
     def validate(self) -> Config:
         """Raise ConfigError for combinations that cannot work."""

@@ -23,6 +23,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from alerts.evaluator import Evaluator
 from collector.admin import AdminConfig, start_admin
 from collector.daemon import Collector, new_writer
 from collector.metrics import SelfMetrics
@@ -76,6 +77,11 @@ async def run_services(
     self_metrics: asyncio.Task[None] | None = None
     spool: Spool | None = None
     writer: DurableWriter | None = None  # shared by collector and HTTP (``run``)
+    # The alert evaluator runs beside the HTTP service (one per database by lease).
+    evaluator = (Evaluator(store, config.alerts, config.alerts.base_url or "")
+                 if http and config.alerts.enabled else None)
+    alerts_stop = asyncio.Event()
+    alerts_task: asyncio.Task[None] | None = None
     watchdog = asyncio.create_task(notifier.run_watchdog())
     try:
         migrated = True
@@ -117,9 +123,13 @@ async def run_services(
             if http:
                 code = (await _first_run_code(config, store, migrated)
                         if collector and worker is None else None)
-                http_runner = await start_http(config, store, reuse_port=reuse_port,
-                                               spool=spool, writer=writer,
-                                               first_run=code)
+                http_runner = await start_http(
+                    config, store, reuse_port=reuse_port, spool=spool, writer=writer,
+                    first_run=code, extra_metrics=evaluator.metrics if evaluator else None)
+                if evaluator is not None:
+                    if not evaluator.base_url:
+                        evaluator.base_url = _base_url(config, http_runner)
+                    alerts_task = asyncio.create_task(evaluator.run(alerts_stop))
                 if code is not None:
                     _print_login_link(config, http_runner, code)
         except OSError as exc:  # a port in use, an address we cannot bind, no spool
@@ -144,6 +154,9 @@ async def run_services(
         # The handlers stay until the end: a second SIGTERM or Ctrl-C during the
         # shutdown must not kill the process before its final flush (the default
         # action would), it only sets ``stop`` again.
+        if alerts_task is not None:  # gives the lease up: another process takes over
+            alerts_stop.set()
+            await asyncio.gather(alerts_task, return_exceptions=True)
         if http_runner is not None:
             await http_runner.cleanup()  # before the store closes: it may be writing
         if self_metrics is not None:
@@ -181,11 +194,12 @@ def _listening(
 async def start_http(
     config: Config, store: Any, *, reuse_port: bool = False, spool: Spool | None = None,
     writer: DurableWriter | None = None, first_run: str | None = None,
+    extra_metrics: Callable[[], dict[str, tuple[str, float]]] | None = None,
 ) -> web.AppRunner:
-    """The HTTP service, listening. ``spool``/``writer``: see ``make_app``.
+    """The HTTP service, listening. ``spool``/``writer``/``extra_metrics``: see ``make_app``.
     ``first_run``: the dashboard's one-time login code (``query.dashboard``)."""
     http = config.http
-    app = make_app(http, store, spool=spool, writer=writer)
+    app = make_app(http, store, spool=spool, writer=writer, extra_metrics=extra_metrics)
     if first_run is not None:
         app[FIRST_RUN] = FirstRunLogin(first_run)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -212,6 +226,13 @@ async def _first_run_code(config: Config, store: Any, migrated: bool) -> str | N
     except StoreError as exc:
         log.warning("dashboard first-run login skipped: %s", exc)
         return None
+
+
+def _base_url(config: Config, runner: web.AppRunner) -> str:
+    """The dashboard's address for notification links (``--alert-base-url`` overrides)."""
+    host, port = runner.addresses[0][:2]
+    scheme = "https" if config.http.tls_cert is not None else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _print_login_link(config: Config, runner: web.AppRunner, code: str) -> None:

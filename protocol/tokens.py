@@ -18,7 +18,7 @@ BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 DISPLAY_PREFIX_LENGTH: Final = 8  # "gf_" + 5 characters: ~29 bits, enough to tell keys apart
 
 _TOKEN = re.compile(r"gf_[0-9A-Za-z]{32}", re.ASCII)
-SCOPES: Final = ("read", "write")
+SCOPES: Final = ("admin", "read", "write")  # admin: alert rules (create, change, delete)
 
 
 def generate_token() -> str:

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 
 from protocol.points import BatchReader
 from protocol.units import parse_rate_limit
-from query import graphite, ingest, read, stathat
+from query import alerts, graphite, ingest, read, stathat
 from query.auth import guard_middleware
 from query.commit import GroupCommitter
 from query.config import HttpConfig
@@ -40,6 +40,7 @@ from query.state import (
     BATCH_READER,
     COMMITTER,
     CONFIG,
+    EXTRA_METRICS,
     KEYS,
     KINDS,
     LIMITER,
@@ -92,6 +93,13 @@ ROUTES: Final = (
     Route("POST", "/api/metrics/batch", ingest.post_batch, "ingest_batch", "write"),
     Route("GET", "/api/metrics", read.list_metrics, "list_metrics", "read"),
     Route("GET", "/api/metrics/{name}", read.get_series, "get_series", "read"),
+    # Alert rules: read keys list and read them, admin keys change them.
+    Route("POST", "/api/alerts", alerts.create_rule, "alerts_create", "admin"),
+    Route("GET", "/api/alerts", alerts.list_rules, "alerts_list", "read"),
+    Route("GET", "/api/alerts/{id}", alerts.get_rule, "alerts_get", "read"),
+    Route("PUT", "/api/alerts/{id}", alerts.replace_rule, "alerts_replace", "admin"),
+    Route("DELETE", "/api/alerts/{id}", alerts.delete_rule, "alerts_delete", "admin"),
+    Route("GET", "/api/alerts/{id}/history", alerts.rule_history, "alerts_history", "read"),
     Route("GET", "/api/openapi.json", openapi_json, "openapi", None),
     Route("GET", "/healthz", healthz, "healthz", None),
     Route("GET", "/metrics", self_metrics, "self_metrics", None),
@@ -129,6 +137,7 @@ def make_app(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     redis_prefix: str = "gf:ratelimit:",
+    extra_metrics: Callable[[], dict[str, tuple[str, float]]] | None = None,
 ) -> web.Application:
     """The HTTP service on an already opened store (its owner closes it).
 
@@ -141,7 +150,8 @@ def make_app(
     the quarantine in ``config.state_dir`` (with a spool; else they are logged and
     dropped). ``clock`` times the key cache
     and in-process rate limits, ``wall_clock`` is "now" for timestamps; tests pass their
-    own. Raises ValueError for a default rate limit that does not parse.
+    own. ``extra_metrics``: more self-metrics for /metrics (the runner's alert evaluator).
+    Raises ValueError for a default rate limit that does not parse.
     """
     try:
         parse_rate_limit(config.default_rate_limit)
@@ -158,6 +168,8 @@ def make_app(
     app[WALL_CLOCK] = wall_clock
     app[SCOPES] = {route.name: route.scope for route in ROUTES if route.scope is not None}
     app[OPENAPI] = orjson.dumps(openapi_document(config))
+    if extra_metrics is not None:
+        app[EXTRA_METRICS] = extra_metrics
     registry, latency = new_registry(stats, lambda: _component_counters(app))
     app[REGISTRY] = registry
     app.middlewares.extend([metrics_middleware(stats, latency), error_middleware,
@@ -275,4 +287,7 @@ def _component_counters(app: web.Application) -> dict[str, tuple[str, float]]:
         out["gf_http_quarantined_rows"] = (
             "Point rows the database refused for good, set aside in the quarantine.",
             w.quarantined_rows)
+    extra = app.get(EXTRA_METRICS)
+    if extra is not None:
+        out.update(extra())
     return out

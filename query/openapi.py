@@ -10,6 +10,17 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any, Final
 
+from protocol.alerts import (
+    MAX_EMAIL_LENGTH,
+    MAX_RULE_NAME,
+    MAX_RULES,
+    MAX_SECRET_LENGTH,
+    MAX_TARGETS,
+    MAX_URL_LENGTH,
+    OPS,
+    REDACTED,
+    SIGNATURE_HEADER,
+)
 from protocol.buckets import AGGREGATIONS, FILLS, MAX_QUERY_BUCKETS
 from protocol.lines import FUTURE_TOLERANCE
 from protocol.names import KINDS, MAX_NAME_LENGTH
@@ -580,6 +591,9 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
         },
     }
     paths.update(_stathat_paths(config))
+    alert_paths, alert_schemas = _alert_paths()
+    paths.update(alert_paths)
+    schemas.update(alert_schemas)
     paths.update(_graphite_paths(config.graphite_max_series))
     schemas.update(_GRAPHITE_SCHEMAS)
     for item in paths.values():  # HTTP Basic auth (the key as password) is taken too
@@ -593,7 +607,8 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
             "version": version or package_version(),
             "description": (
                 "Metrics ingest and aggregate queries. Every `/api/` route except this "
-                "document needs an `X-API-Key` (scope `write` to ingest, `read` to query). "
+                "document needs an `X-API-Key` (scope `write` to ingest, `read` to query, "
+                "`admin` to change alert rules). "
                 f"Request bodies are JSON, at most {config.max_body_size} bytes. Errors are "
                 '`{"error": {"code", "message", "details": [{"index", "field", "message"}]}}`.'
                 " Ingest answers 200 only once its points are committed. The Graphite read "
@@ -603,7 +618,7 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": "ingest"}, {"name": "query"}, {"name": "service"},
-                 {"name": "stathat"}, {"name": "graphite"}],
+                 {"name": "stathat"}, {"name": "graphite"}, {"name": "alerts"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -737,3 +752,166 @@ def _stathat_paths(config: HttpConfig) -> Json:
             for method in ("get", "post")
         },
     }
+
+
+def _alert_paths() -> tuple[Json, Json]:
+    """The alert-rule routes (``query.alerts``) and their schemas."""
+    duration: Json = {"type": ["string", "integer"], "examples": ["5m", "30s", 300],
+                      "pattern": r"^([0-9]{1,10}|[1-9][0-9]{0,9}[smhdw]|0[smhdw])$",
+                      "minimum": 0,
+                      "description": "A duration: 30s, 5m, 12h, 7d, or whole seconds."}
+    targets: Json = {
+        "type": "array", "minItems": 1, "maxItems": MAX_TARGETS,
+        "items": {"oneOf": [
+            {"type": "object", "additionalProperties": False,
+             "required": ["webhook", "secret"],
+             "properties": {
+                 "webhook": {"type": "string", "maxLength": MAX_URL_LENGTH,
+                             "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
+                             "examples": ["https://hooks.example.com/gf"],
+                             "description": "An http(s) URL, POSTed the notification."},
+                 "secret": {"type": "string", "minLength": 1, "maxLength": MAX_SECRET_LENGTH,
+                            "description": "Signs each body (HMAC-SHA256 in "
+                                           f"`{SIGNATURE_HEADER}`). Answered as "
+                                           f"`{REDACTED}`; written back as such, kept."}}},
+            {"type": "object", "additionalProperties": False, "required": ["email"],
+             "properties": {"email": {"type": "string", "maxLength": MAX_EMAIL_LENGTH,
+                                      "pattern": r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]+$",
+                                      "examples": ["oncall@example.com"]}}},
+        ]},
+    }
+    rule_name: Json = {"type": "string", "minLength": 1, "maxLength": MAX_RULE_NAME}
+    metric: Json = {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                    "pattern": r"^[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*$",
+                    "description": "A metric name, or a glob: `*` is any run of name "
+                                   "characters within one segment (`app.*.errors`).",
+                    "examples": ["app.errors", "app.*.errors"]}
+    threshold_rule: Json = {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "metric", "window", "op", "threshold", "notify"],
+        "properties": {
+            "name": rule_name, "metric": metric,
+            "aggregation": {"type": "string", "enum": list(AGGREGATIONS), "default": "sum"},
+            "window": duration, "op": {"type": "string", "enum": list(OPS)},
+            "threshold": {"type": "number"},
+            "for": {**duration, "default": "0s",
+                    "description": "How long the condition holds before it fires."},
+            "notify": targets,
+        },
+    }
+    missing_rule: Json = {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "metric", "absent_for", "notify"],
+        "properties": {"name": rule_name, "metric": metric,
+                       "absent_for": {**duration, "description": "Fires when no point has "
+                                      "arrived for this long."},
+                       "notify": targets},
+    }
+    state: Json = {"type": "string", "enum": ["ok", "pending", "firing"]}
+    iso: Json = {"type": "string", "format": "date-time"}
+    number_or_null: Json = {"type": ["number", "null"]}
+    schemas: Json = {
+        "AlertRule": {"oneOf": [threshold_rule, missing_rule],
+                      "description": "A threshold rule, or a missing-data rule "
+                                     "(with `absent_for`)."},
+        "AlertRuleAnswer": {
+            "type": "object",
+            "required": ["id", "kind", "name", "metric", "notify", "created_at",
+                         "updated_at", "state", "states"],
+            "properties": {
+                "id": {"type": "integer"},
+                "kind": {"type": "string", "enum": ["threshold", "missing"]},
+                "name": {"type": "string"}, "metric": {"type": "string"},
+                "notify": {"type": "array"},
+                "created_at": iso, "updated_at": iso,
+                "state": {**state, "description": "The worst of `states`."},
+                "states": {"type": "array", "items": {
+                    "type": "object", "required": ["metric", "state", "since", "value"],
+                    "properties": {"metric": {"type": "string"}, "state": state,
+                                   "since": iso, "value": number_or_null}}},
+            },
+        },
+        "AlertList": {
+            "type": "object", "required": ["alerts", "next_cursor"],
+            "properties": {"alerts": {"type": "array", "items": _ref("AlertRuleAnswer")},
+                           "next_cursor": {"type": ["string", "null"]}},
+        },
+        "AlertHistory": {
+            "type": "object", "required": ["id", "history", "next_cursor"],
+            "properties": {
+                "id": {"type": "integer"},
+                "history": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["id", "metric", "from", "to", "time", "value"],
+                    "properties": {"id": {"type": "integer"}, "metric": {"type": "string"},
+                                   "from": state, "to": state, "time": iso,
+                                   "value": number_or_null}}},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "AlertDeleted": {"type": "object", "required": ["id", "deleted"],
+                         "properties": {"id": {"type": "integer"},
+                                        "deleted": {"const": True}}},
+    }
+    rule_id: Json = {"name": "id", "in": "path", "required": True,
+                     "schema": {"type": "integer", "minimum": 1}}
+    page: list[Json] = [
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+        {"name": "cursor", "in": "query", "required": False,
+         "description": "The `next_cursor` of the previous page.",
+         "schema": {"type": "string"}},
+    ]
+    body: Json = {"required": True, "content": {"application/json": {
+        "schema": _ref("AlertRule"),
+        "example": {"name": "errors high", "metric": "app.errors", "aggregation": "sum",
+                    "window": "5m", "op": ">", "threshold": 10, "for": "1m",
+                    "notify": [{"webhook": "https://hooks.example.com/gf",
+                                "secret": "change-me"}]}}}}
+    bad_body = {
+        "400": _error("The body is not well-formed JSON.", *_LIMIT_HEADERS),
+        "413": _error("The body is larger than the limit.", *_LIMIT_HEADERS),
+        "415": _error("The Content-Type is not application/json.", *_LIMIT_HEADERS),
+        "422": _error("Invalid rule; `details` names each bad field (an unknown "
+                      "aggregation, a bad duration, ...).", *_LIMIT_HEADERS),
+    }
+    no_rule = {"404": _error("No such rule.", *_LIMIT_HEADERS),
+               "422": _error("The id is not a positive integer, or an invalid parameter.",
+                             *_LIMIT_HEADERS)}
+
+    def op(op_id: str, summary: str, scope: str, responses: Json, **more: Any) -> Json:
+        return {"operationId": op_id, "tags": ["alerts"], "summary": summary,
+                "security": [{"ApiKey": []}], **more,
+                "responses": {**responses, **_guarded_errors(scope)}}
+
+    paths: Json = {
+        "/api/alerts": {
+            "post": op("createAlert", "Create an alert rule", "admin", {
+                "200": _ok("AlertRuleAnswer", "Created."),
+                "409": _error(f"The database holds {MAX_RULES} rules already.",
+                              *_LIMIT_HEADERS),
+                **bad_body}, requestBody=body),
+            "get": op("listAlerts", "List alert rules with their states", "read", {
+                "200": _ok("AlertList", "One page of rules, by id."),
+                "422": _error("Invalid or unknown parameter.", *_LIMIT_HEADERS)},
+                parameters=page),
+        },
+        "/api/alerts/{id}": {
+            "get": op("getAlert", "An alert rule and its states", "read", {
+                "200": _ok("AlertRuleAnswer", "The rule."), **no_rule},
+                parameters=[rule_id]),
+            "put": op("replaceAlert", "Replace an alert rule", "admin", {
+                "200": _ok("AlertRuleAnswer", "Replaced. Its states are kept unless its "
+                           "metric changed."), **no_rule, **bad_body},
+                parameters=[rule_id], requestBody=body),
+            "delete": op("deleteAlert", "Delete an alert rule, its states and history",
+                         "admin", {"200": _ok("AlertDeleted", "Deleted."), **no_rule},
+                         parameters=[rule_id]),
+        },
+        "/api/alerts/{id}/history": {
+            "get": op("alertHistory", "An alert rule's transitions, newest first", "read", {
+                "200": _ok("AlertHistory", "One page of transitions."), **no_rule},
+                parameters=[rule_id, *page]),
+        },
+    }
+    return paths, schemas

@@ -23,6 +23,10 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+# A source's name ending so is a gauge (a level now), any other a counter (a total).
+GAUGE_SUFFIXES = ("_pending", "_seconds", "_leader", "_retrying")
+
+
 @dataclass
 class HttpStats:
     """Counters bumped by the middleware and handlers; read at scrape time."""
@@ -63,7 +67,8 @@ class StatsCollector(Collector):
                                   "Ingest requests answered 503: the commit failed.",
                                   value=stats.ingest_unavailable)
         for name, (help_text, value) in self.sources().items():
-            family = (GaugeMetricFamily if name.endswith("_pending") else CounterMetricFamily)
+            family = (GaugeMetricFamily if name.endswith(GAUGE_SUFFIXES)
+                      else CounterMetricFamily)
             yield family(name, help_text, value=value)
 
 

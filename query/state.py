@@ -32,5 +32,9 @@ OPENAPI: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 # opened in cleanup_ctx (they need the running loop, and closing)
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
 COMMITTER: web.AppKey[GroupCommitter] = web.AppKey("committer", GroupCommitter)
+# self-metrics of components the runner starts beside the app (the alert evaluator):
+# name -> (help, value), read at scrape time
+EXTRA_METRICS: web.AppKey[Callable[[], dict[str, tuple[str, float]]]] = web.AppKey(
+    "extra_metrics")
 # the process's durable writer: the app's own, or the one it shares with the collector
 WRITER: web.AppKey[DurableWriter] = web.AppKey("writer", DurableWriter)

@@ -65,6 +65,66 @@ class ApiKey(NamedTuple):
     revoked_at: int | None
 
 
+class AlertRuleRow(NamedTuple):
+    """A stored alert rule; ``body`` is its JSON (protocol.alerts), secrets included."""
+
+    id: int
+    name: str
+    metric: str
+    body: str
+    created_at: int
+    updated_at: int
+
+
+class AlertStateRow(NamedTuple):
+    """Where one (rule, metric) stands (protocol.alerts.AlertState)."""
+
+    rule_id: int
+    metric: str
+    state: str
+    since: float
+    value: float | None
+    last_notified: float | None
+    notified: bool
+
+
+class AlertTransitionRow(NamedTuple):
+    id: int  # 0 for one not stored yet
+    rule_id: int
+    metric: str
+    from_state: str
+    to_state: str
+    at: float
+    value: float | None
+
+
+class OutboxRow(NamedTuple):
+    """A notification to deliver, at least once: ``target`` and ``payload`` are JSON;
+    ``status`` is pending (retried at ``next_at``), sent or failed (given up)."""
+
+    id: int  # 0 for one not stored yet
+    rule_id: int
+    metric: str
+    target: str
+    payload: str
+    idempotency_key: str
+    status: str
+    attempts: int
+    next_at: float
+    created_at: float
+    finished_at: float | None
+    last_error: str | None
+
+
+class WindowTotal(NamedTuple):
+    """One metric's points over a window, merged (``read_windows``)."""
+
+    cnt: float
+    sum: float
+    mn: float
+    mx: float
+
+
 # Column lists and row readers shared by both backends (the SQL around them differs).
 METRIC_COLUMNS = (
     "m.id, m.name, m.kind, m.created_at, "
@@ -72,6 +132,38 @@ METRIC_COLUMNS = (
     "(SELECT MAX(ts) FROM points_1s p WHERE p.metric_id = m.id)"
 )
 KEY_COLUMNS = "id, name, key_hash, display_prefix, scopes, rate_limit, created_at, revoked_at"
+
+
+RULE_COLUMNS = "id, name, metric, body, created_at, updated_at"
+STATE_COLUMNS = "rule_id, metric, state, since, value, last_notified, notified"
+TRANSITION_COLUMNS = "id, rule_id, metric, from_state, to_state, at, value"
+OUTBOX_COLUMNS = (
+    "id, rule_id, metric, target, payload, idempotency_key, status, attempts, next_at, "
+    "created_at, finished_at, last_error"
+)
+
+
+def rule_from_row(row: Sequence[Any]) -> AlertRuleRow:
+    return AlertRuleRow(int(row[0]), row[1], row[2], row[3], int(row[4]), int(row[5]))
+
+
+def state_from_row(row: Sequence[Any]) -> AlertStateRow:
+    return AlertStateRow(int(row[0]), row[1], row[2], float(row[3]), _float(row[4]),
+                         _float(row[5]), bool(row[6]))
+
+
+def transition_from_row(row: Sequence[Any]) -> AlertTransitionRow:
+    return AlertTransitionRow(int(row[0]), int(row[1]), row[2], row[3], row[4],
+                              float(row[5]), _float(row[6]))
+
+
+def outbox_from_row(row: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(int(row[0]), int(row[1]), row[2], row[3], row[4], row[5], row[6],
+                     int(row[7]), float(row[8]), float(row[9]), _float(row[10]), row[11])
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def metric_from_row(row: Sequence[Any]) -> MetricInfo:
@@ -164,3 +256,86 @@ class Store(Protocol):
         ...
 
     async def delete_flush_records_before(self, before: int) -> int: ...
+
+    # -- alerts ----------------------------------------------------------------
+
+    async def metric_ids(self, names: Sequence[str]) -> dict[str, int]:
+        """name -> id of the stored metrics among ``names`` (any number: chunked)."""
+        ...
+
+    async def read_windows(
+        self, metric_ids: Sequence[int], start: int, end: int
+    ) -> dict[int, WindowTotal]:
+        """Each metric's points in ``[start, end)`` merged, from the rollups where whole
+        minutes and hours allow; metrics without points are left out. A bounded number
+        of queries: one per chunk of metrics."""
+        ...
+
+    async def last_seen(self, metric_ids: Sequence[int]) -> dict[int, int]:
+        """metric id -> the timestamp of its newest per-second point (raw retention)."""
+        ...
+
+    async def create_rule(
+        self, name: str, metric: str, body: str, now: int, max_rules: int
+    ) -> int | None:
+        """The new rule's id; None when ``max_rules`` rules exist already."""
+        ...
+
+    async def get_rule(self, rule_id: int) -> AlertRuleRow | None: ...
+
+    async def list_rules(self, limit: int, after_id: int = 0) -> list[AlertRuleRow]:
+        """Rules by id, after ``after_id``."""
+        ...
+
+    async def update_rule(
+        self, rule_id: int, name: str, metric: str, body: str, now: int
+    ) -> bool:
+        """Replace a rule; its states are kept unless its metric changed. False: no rule."""
+        ...
+
+    async def delete_rule(self, rule_id: int) -> bool:
+        """Delete a rule with its states and history (queued notifications still go)."""
+        ...
+
+    async def alert_states(self, rule_ids: Sequence[int] | None = None) -> list[AlertStateRow]:
+        """The states of ``rule_ids`` (None: of every rule)."""
+        ...
+
+    async def rule_history(
+        self, rule_id: int, limit: int, before_id: int | None = None
+    ) -> list[AlertTransitionRow]:
+        """A rule's transitions, newest first, with ids below ``before_id``."""
+        ...
+
+    async def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl`` seconds if it is free, expired or
+        ``holder``'s already; True if ``holder`` holds it now."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+    async def save_evaluation(
+        self, lease: str, holder: str, now: float, states: Sequence[AlertStateRow],
+        transitions: Sequence[AlertTransitionRow], notifications: Sequence[OutboxRow],
+    ) -> bool:
+        """Store an evaluation's changed states, its transitions and the notifications
+        they queue in one transaction, only while ``holder`` holds the lease (checked in
+        that transaction): False, and nothing stored, if it does not."""
+        ...
+
+    async def due_notifications(self, now: float, limit: int) -> list[OutboxRow]:
+        """Pending notifications whose ``next_at`` has come, oldest first."""
+        ...
+
+    async def update_notification(
+        self, notification_id: int, status: str, attempts: int, next_at: float,
+        finished_at: float | None, error: str | None,
+    ) -> None: ...
+
+    async def delete_finished_notifications(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` sent or given-up notifications finished before ``before``."""
+        ...
+
+    async def count_notifications(self) -> dict[str, int]:
+        """status -> how many notifications are in the outbox."""
+        ...

@@ -26,15 +26,28 @@ from protocol.names import Kind
 from store.base import (
     KEY_COLUMNS,
     METRIC_COLUMNS,
+    OUTBOX_COLUMNS,
+    RULE_COLUMNS,
+    STATE_COLUMNS,
+    TRANSITION_COLUMNS,
+    AlertRuleRow,
+    AlertStateRow,
+    AlertTransitionRow,
     ApiKey,
     Batch,
     MetricInfo,
     MetricRef,
+    OutboxRow,
     StoreError,
     StoreUnavailable,
+    WindowTotal,
     WriteResult,
     api_key_from_row,
     metric_from_row,
+    outbox_from_row,
+    rule_from_row,
+    state_from_row,
+    transition_from_row,
 )
 from store.rollups import (
     ROLLUPS,
@@ -44,6 +57,7 @@ from store.rollups import (
     plan_reads,
     rollup,
     upsert_assignments,
+    window_plan,
 )
 from store.schema import MYSQL_MIGRATIONS
 
@@ -558,6 +572,264 @@ class MySQLStore:
             return int(cursor.rowcount)
 
         return await self._run(run)
+
+    # -- alerts ----------------------------------------------------------------
+
+    async def metric_ids(self, names: Sequence[str]) -> dict[str, int]:
+        wanted = [name for name in names if name.isascii()]
+
+        async def run(cursor: Cursor) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for chunk in _chunks(wanted):
+                marks = ",".join(["%s"] * len(chunk))
+                await cursor.execute(f"SELECT id, name FROM metrics WHERE name IN ({marks})",
+                                     chunk)
+                found.update((row[1], int(row[0])) for row in await cursor.fetchall())
+            return found
+
+        return await self._run(run) if wanted else {}
+
+    async def read_windows(
+        self, metric_ids: Sequence[int], start: int, end: int
+    ) -> dict[int, WindowTotal]:
+        reads = window_plan(start, end)
+        if not reads or not metric_ids:
+            return {}
+
+        async def run(cursor: Cursor) -> dict[int, WindowTotal]:
+            out: dict[int, WindowTotal] = {}
+            for chunk in _chunks(list(metric_ids)):
+                marks = ",".join(["%s"] * len(chunk))
+                # Each level grouped on the server, then the levels merged.
+                parts = [f"SELECT metric_id, SUM(cnt) AS c, SUM(`sum`) AS s, MIN(mn) AS lo, "
+                         f"MAX(mx) AS hi FROM {table} WHERE metric_id IN ({marks}) "
+                         "AND ts >= %s AND ts < %s GROUP BY metric_id"
+                         for table, _low, _high in reads]
+                params = [v for _t, low, high in reads for v in (*chunk, low, high)]
+                await cursor.execute(
+                    "SELECT metric_id, SUM(c), SUM(s), MIN(lo), MAX(hi) FROM ("
+                    + " UNION ALL ".join(parts) + ") AS levels GROUP BY metric_id", params)
+                for row in await cursor.fetchall():
+                    out[int(row[0])] = WindowTotal(*map(float, row[1:]))
+            return out
+
+        return await self._run(run)
+
+    async def last_seen(self, metric_ids: Sequence[int]) -> dict[int, int]:
+        async def run(cursor: Cursor) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for chunk in _chunks(list(metric_ids)):
+                marks = ",".join(["%s"] * len(chunk))
+                await cursor.execute(
+                    f"SELECT metric_id, MAX(ts) FROM points_1s WHERE metric_id IN ({marks}) "
+                    "GROUP BY metric_id", chunk)
+                out.update((int(row[0]), int(row[1])) for row in await cursor.fetchall())
+            return out
+
+        return await self._run(run) if metric_ids else {}
+
+    async def create_rule(
+        self, name: str, metric: str, body: str, now: int, max_rules: int
+    ) -> int | None:
+        async def run(cursor: Cursor) -> int | None:
+            # A named lock, not a table lock: creators queue, the evaluator's reads don't.
+            await cursor.execute("SELECT GET_LOCK('glowing_fiesta_alert_rules', 10)")
+            try:
+                await cursor.execute("SELECT COUNT(*) FROM alert_rules")
+                (count,) = await cursor.fetchone()
+                if count >= max_rules:
+                    return None
+                await cursor.execute(
+                    "INSERT INTO alert_rules (name, metric, body, created_at, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s)", (name, metric, body, now, now))
+                return int(cursor.lastrowid)
+            finally:
+                await cursor.execute("SELECT RELEASE_LOCK('glowing_fiesta_alert_rules')")
+
+        return await self._run(run)
+
+    async def get_rule(self, rule_id: int) -> AlertRuleRow | None:
+        async def run(cursor: Cursor) -> AlertRuleRow | None:
+            await cursor.execute(f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = %s",
+                                 (rule_id,))
+            row = await cursor.fetchone()
+            return None if row is None else rule_from_row(row)
+
+        return await self._run(run)
+
+    async def list_rules(self, limit: int, after_id: int = 0) -> list[AlertRuleRow]:
+        async def run(cursor: Cursor) -> list[AlertRuleRow]:
+            await cursor.execute(
+                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE id > %s ORDER BY id LIMIT %s",
+                (after_id, limit))
+            return [rule_from_row(row) for row in await cursor.fetchall()]
+
+        return await self._run(run)
+
+    async def update_rule(
+        self, rule_id: int, name: str, metric: str, body: str, now: int
+    ) -> bool:
+        async def run(cursor: Cursor) -> bool:
+            await cursor.execute("SELECT metric FROM alert_rules WHERE id = %s FOR UPDATE",
+                                 (rule_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                return False
+            await cursor.execute(
+                "UPDATE alert_rules SET name = %s, metric = %s, body = %s, updated_at = %s "
+                "WHERE id = %s", (name, metric, body, now, rule_id))
+            if row[0] != metric:
+                await cursor.execute("DELETE FROM alert_states WHERE rule_id = %s", (rule_id,))
+            return True
+
+        return await self._transaction(run)
+
+    async def delete_rule(self, rule_id: int) -> bool:
+        async def run(cursor: Cursor) -> bool:
+            await cursor.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
+            deleted = cursor.rowcount
+            for table in ("alert_states", "alert_transitions"):
+                await cursor.execute(f"DELETE FROM {table} WHERE rule_id = %s", (rule_id,))
+            return bool(deleted)
+
+        return await self._transaction(run)
+
+    async def alert_states(self, rule_ids: Sequence[int] | None = None) -> list[AlertStateRow]:
+        async def run(cursor: Cursor) -> list[AlertStateRow]:
+            if rule_ids is None:
+                await cursor.execute(
+                    f"SELECT {STATE_COLUMNS} FROM alert_states ORDER BY rule_id, metric")
+                return [state_from_row(row) for row in await cursor.fetchall()]
+            out: list[AlertStateRow] = []
+            for chunk in _chunks(list(rule_ids)):
+                marks = ",".join(["%s"] * len(chunk))
+                await cursor.execute(
+                    f"SELECT {STATE_COLUMNS} FROM alert_states WHERE rule_id IN ({marks}) "
+                    "ORDER BY rule_id, metric", chunk)
+                out.extend(state_from_row(row) for row in await cursor.fetchall())
+            return out
+
+        return await self._run(run)
+
+    async def rule_history(
+        self, rule_id: int, limit: int, before_id: int | None = None
+    ) -> list[AlertTransitionRow]:
+        async def run(cursor: Cursor) -> list[AlertTransitionRow]:
+            await cursor.execute(
+                f"SELECT {TRANSITION_COLUMNS} FROM alert_transitions WHERE rule_id = %s "
+                "AND id < %s ORDER BY id DESC LIMIT %s",
+                (rule_id, before_id if before_id is not None else 2**62, limit))
+            return [transition_from_row(row) for row in await cursor.fetchall()]
+
+        return await self._run(run)
+
+    async def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        async def run(cursor: Cursor) -> bool:
+            # One statement, so two processes cannot both take it. MySQL assigns in
+            # order: once ``holder`` is ours, the expiry's condition sees it.
+            await cursor.execute(
+                "INSERT INTO alert_lease (name, holder, expires_at) VALUES (%s, %s, %s) "
+                "ON DUPLICATE KEY UPDATE "
+                "holder = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(holder), "
+                "holder), "
+                "expires_at = IF(holder = VALUES(holder), VALUES(expires_at), expires_at)",
+                (name, holder, now + ttl, now))
+            await cursor.execute("SELECT holder FROM alert_lease WHERE name = %s", (name,))
+            row = await cursor.fetchone()
+            return row is not None and row[0] == holder
+
+        return await self._run(run)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async def run(cursor: Cursor) -> None:
+            await cursor.execute("DELETE FROM alert_lease WHERE name = %s AND holder = %s",
+                                 (name, holder))
+
+        await self._run(run)
+
+    async def save_evaluation(
+        self, lease: str, holder: str, now: float, states: Sequence[AlertStateRow],
+        transitions: Sequence[AlertTransitionRow], notifications: Sequence[OutboxRow],
+    ) -> bool:
+        async def run(cursor: Cursor) -> bool:
+            # The lease row locked for the transaction: a taker waits until COMMIT,
+            # and a lost lease stores nothing.
+            await cursor.execute(
+                "SELECT holder, expires_at FROM alert_lease WHERE name = %s FOR UPDATE",
+                (lease,))
+            row = await cursor.fetchone()
+            if row is None or row[0] != holder or row[1] < now:
+                return False
+            if states:
+                await cursor.executemany(_STATE_UPSERT, [
+                    (*s[:6], int(s.notified)) for s in states])
+            if transitions:
+                await cursor.executemany(_TRANSITION_INSERT, [t[1:] for t in transitions])
+            if notifications:
+                await cursor.executemany(_OUTBOX_INSERT, [n[1:] for n in notifications])
+            return True
+
+        return await self._transaction(run)
+
+    async def due_notifications(self, now: float, limit: int) -> list[OutboxRow]:
+        async def run(cursor: Cursor) -> list[OutboxRow]:
+            await cursor.execute(
+                f"SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE status = 'pending' "
+                "AND next_at <= %s ORDER BY next_at, id LIMIT %s", (now, limit))
+            return [outbox_from_row(row) for row in await cursor.fetchall()]
+
+        return await self._run(run)
+
+    async def update_notification(
+        self, notification_id: int, status: str, attempts: int, next_at: float,
+        finished_at: float | None, error: str | None,
+    ) -> None:
+        async def run(cursor: Cursor) -> None:
+            await cursor.execute(
+                "UPDATE alert_outbox SET status = %s, attempts = %s, next_at = %s, "
+                "finished_at = %s, last_error = %s WHERE id = %s",
+                (status, attempts, next_at, finished_at,
+                 None if error is None else error[:500], notification_id))
+
+        await self._run(run)
+
+    async def delete_finished_notifications(self, before: float, limit: int) -> int:
+        async def run(cursor: Cursor) -> int:
+            await cursor.execute(
+                "DELETE FROM alert_outbox WHERE status <> 'pending' AND finished_at < %s "
+                "ORDER BY id LIMIT %s", (before, limit))
+            return int(cursor.rowcount)
+
+        return await self._run(run)
+
+    async def count_notifications(self) -> dict[str, int]:
+        async def run(cursor: Cursor) -> dict[str, int]:
+            await cursor.execute("SELECT status, COUNT(*) FROM alert_outbox GROUP BY status")
+            return {row[0]: int(row[1]) for row in await cursor.fetchall()}
+
+        return await self._run(run)
+
+
+_STATE_UPSERT = (
+    "INSERT INTO alert_states (rule_id, metric, state, since, value, last_notified, notified) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE state = VALUES(state), "
+    "since = VALUES(since), value = VALUES(value), last_notified = VALUES(last_notified), "
+    "notified = VALUES(notified)"
+)
+_TRANSITION_INSERT = (
+    "INSERT INTO alert_transitions (rule_id, metric, from_state, to_state, at, value) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_OUTBOX_INSERT = (
+    "INSERT INTO alert_outbox (rule_id, metric, target, payload, idempotency_key, status, "
+    "attempts, next_at, created_at, finished_at, last_error) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE id = id"
+)
+_CHUNK = 500  # ids or names per IN (...)
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
 
 
 def _error_code(exc: BaseException) -> int:

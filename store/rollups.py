@@ -103,6 +103,24 @@ def plan_reads(start: int, end: int, interval: int) -> list[tuple[str, int, int]
     return reads
 
 
+def window_plan(start: int, end: int) -> list[tuple[str, int, int]]:
+    """The (table, from, to) reads that cover ``[start, end)`` exactly: each level the
+    whole steps it holds, the finer levels the edges (unlike ``plan_reads``, neither end
+    need be aligned). An alert's sliding window is read this way."""
+
+    def plan(low: int, high: int, levels: tuple[tuple[str, int], ...]) -> list[
+            tuple[str, int, int]]:
+        if low >= high or not levels:
+            return []
+        (table, step), finer = levels[0], levels[1:]
+        first, last = -(-low // step) * step, high - high % step
+        if first >= last:
+            return plan(low, high, finer)
+        return [*plan(low, first, finer), (table, first, last), *plan(last, high, finer)]
+
+    return plan(start, end, LEVELS)
+
+
 def check_table(table: str) -> str:
     """``table`` if it is a point table; it goes into SQL text, so nothing else may."""
     if table not in POINT_TABLES:

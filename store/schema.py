@@ -65,6 +65,54 @@ SQLITE_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
             ),
         ],
     ),
+    (
+        3,  # alerts: rules, per-(rule, metric) state, history, the notification outbox, lease
+        [
+            """CREATE TABLE alert_rules (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL)""",
+            """CREATE TABLE alert_states (
+                rule_id INTEGER NOT NULL,
+                metric TEXT NOT NULL,
+                state TEXT NOT NULL,
+                since REAL NOT NULL,
+                value REAL,
+                last_notified REAL,
+                notified INTEGER NOT NULL,
+                PRIMARY KEY (rule_id, metric)) WITHOUT ROWID""",
+            """CREATE TABLE alert_transitions (
+                id INTEGER PRIMARY KEY,
+                rule_id INTEGER NOT NULL,
+                metric TEXT NOT NULL,
+                from_state TEXT NOT NULL,
+                to_state TEXT NOT NULL,
+                at REAL NOT NULL,
+                value REAL)""",
+            "CREATE INDEX alert_transitions_rule ON alert_transitions (rule_id, id)",
+            """CREATE TABLE alert_outbox (
+                id INTEGER PRIMARY KEY,
+                rule_id INTEGER NOT NULL,
+                metric TEXT NOT NULL,
+                target TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL UNIQUE,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_at REAL NOT NULL,
+                created_at REAL NOT NULL,
+                finished_at REAL,
+                last_error TEXT)""",
+            "CREATE INDEX alert_outbox_due ON alert_outbox (status, next_at)",
+            """CREATE TABLE alert_lease (
+                name TEXT NOT NULL PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at REAL NOT NULL) WITHOUT ROWID""",
+        ],
+    ),
 ]
 
 MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
@@ -134,6 +182,64 @@ MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
                 f"mx = GREATEST(mx, VALUES(mx))"
                 for table, step in (("points_1m", 60), ("points_1h", 3600))
             ),
+        ],
+    ),
+    (
+        3,  # alerts: rules, per-(rule, metric) state, history, the notification outbox, lease
+        [
+            """CREATE TABLE alert_rules (
+                id BIGINT NOT NULL AUTO_INCREMENT,
+                name VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+                metric VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                body MEDIUMTEXT CHARACTER SET utf8mb4 NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (id)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE alert_states (
+                rule_id BIGINT NOT NULL,
+                metric VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                state VARCHAR(8) CHARACTER SET ascii NOT NULL,
+                since DOUBLE NOT NULL,
+                value DOUBLE NULL,
+                last_notified DOUBLE NULL,
+                notified TINYINT NOT NULL,
+                PRIMARY KEY (rule_id, metric)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE alert_transitions (
+                id BIGINT NOT NULL AUTO_INCREMENT,
+                rule_id BIGINT NOT NULL,
+                metric VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                from_state VARCHAR(8) CHARACTER SET ascii NOT NULL,
+                to_state VARCHAR(8) CHARACTER SET ascii NOT NULL,
+                at DOUBLE NOT NULL,
+                value DOUBLE NULL,
+                PRIMARY KEY (id),
+                KEY alert_transitions_rule (rule_id, id)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE alert_outbox (
+                id BIGINT NOT NULL AUTO_INCREMENT,
+                rule_id BIGINT NOT NULL,
+                metric VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                target MEDIUMTEXT CHARACTER SET utf8mb4 NOT NULL,
+                payload MEDIUMTEXT CHARACTER SET utf8mb4 NOT NULL,
+                idempotency_key CHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                status VARCHAR(8) CHARACTER SET ascii NOT NULL,
+                attempts INT NOT NULL,
+                next_at DOUBLE NOT NULL,
+                created_at DOUBLE NOT NULL,
+                finished_at DOUBLE NULL,
+                last_error VARCHAR(500) CHARACTER SET utf8mb4 NULL,
+                PRIMARY KEY (id),
+                UNIQUE KEY alert_outbox_key (idempotency_key),
+                KEY alert_outbox_due (status, next_at)
+            ) ENGINE=InnoDB""",
+            """CREATE TABLE alert_lease (
+                name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                holder VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                expires_at DOUBLE NOT NULL,
+                PRIMARY KEY (name)
+            ) ENGINE=InnoDB""",
         ],
     ),
 ]

@@ -22,17 +22,37 @@ from protocol.names import Kind
 from store.base import (
     KEY_COLUMNS,
     METRIC_COLUMNS,
+    OUTBOX_COLUMNS,
+    RULE_COLUMNS,
+    STATE_COLUMNS,
+    TRANSITION_COLUMNS,
+    AlertRuleRow,
+    AlertStateRow,
+    AlertTransitionRow,
     ApiKey,
     Batch,
     MetricInfo,
     MetricRef,
+    OutboxRow,
     StoreError,
     StoreUnavailable,
+    WindowTotal,
     WriteResult,
     api_key_from_row,
     metric_from_row,
+    outbox_from_row,
+    rule_from_row,
+    state_from_row,
+    transition_from_row,
 )
-from store.rollups import ROLLUPS, check_table, plan_reads, rollup, upsert_assignments
+from store.rollups import (
+    ROLLUPS,
+    check_table,
+    plan_reads,
+    rollup,
+    upsert_assignments,
+    window_plan,
+)
 from store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -382,6 +402,265 @@ class SQLiteStore:
             return int(cursor.rowcount)
 
         return await self._write(run)
+
+    # -- alerts ----------------------------------------------------------------
+
+    async def metric_ids(self, names: Sequence[str]) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for chunk in _chunks(list(names)):
+                marks = ",".join("?" * len(chunk))
+                found.update((row[1], int(row[0])) for row in conn.execute(
+                    f"SELECT id, name FROM metrics WHERE name IN ({marks})", chunk))
+            return found
+
+        return await self._read(run)
+
+    async def read_windows(
+        self, metric_ids: Sequence[int], start: int, end: int
+    ) -> dict[int, WindowTotal]:
+        reads = window_plan(start, end)
+
+        def run(conn: sqlite3.Connection) -> dict[int, WindowTotal]:
+            out: dict[int, WindowTotal] = {}
+            for chunk in _chunks(list(metric_ids)):
+                marks = ",".join("?" * len(chunk))
+                parts = [f"SELECT metric_id, cnt, `sum`, mn, mx FROM {table} "
+                         f"WHERE metric_id IN ({marks}) AND ts >= ? AND ts < ?"
+                         for table, _low, _high in reads]
+                params = [v for _t, low, high in reads for v in (*chunk, low, high)]
+                for row in conn.execute(
+                    "SELECT metric_id, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
+                    + " UNION ALL ".join(parts) + ") GROUP BY metric_id", params,
+                ):
+                    out[int(row[0])] = WindowTotal(*map(float, row[1:]))
+            return out
+
+        return await self._read(run) if reads else {}
+
+    async def last_seen(self, metric_ids: Sequence[int]) -> dict[int, int]:
+        def run(conn: sqlite3.Connection) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for chunk in _chunks(list(metric_ids)):
+                marks = ",".join("?" * len(chunk))
+                out.update((int(row[0]), int(row[1])) for row in conn.execute(
+                    f"SELECT metric_id, MAX(ts) FROM points_1s WHERE metric_id IN ({marks}) "
+                    "GROUP BY metric_id", chunk))
+            return out
+
+        return await self._read(run)
+
+    async def create_rule(
+        self, name: str, metric: str, body: str, now: int, max_rules: int
+    ) -> int | None:
+        def run(conn: sqlite3.Connection) -> int | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (count,) = conn.execute("SELECT COUNT(*) FROM alert_rules").fetchone()
+                if count >= max_rules:
+                    conn.execute("ROLLBACK")
+                    return None
+                cursor = conn.execute(
+                    "INSERT INTO alert_rules (name, metric, body, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?)", (name, metric, body, now, now))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return int(cursor.lastrowid or 0)
+
+        return await self._write(run)
+
+    async def get_rule(self, rule_id: int) -> AlertRuleRow | None:
+        def run(conn: sqlite3.Connection) -> AlertRuleRow | None:
+            row = conn.execute(f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = ?",
+                               (rule_id,)).fetchone()
+            return None if row is None else rule_from_row(row)
+
+        return await self._read(run)
+
+    async def list_rules(self, limit: int, after_id: int = 0) -> list[AlertRuleRow]:
+        def run(conn: sqlite3.Connection) -> list[AlertRuleRow]:
+            return [rule_from_row(row) for row in conn.execute(
+                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit))]
+
+        return await self._read(run)
+
+    async def update_rule(
+        self, rule_id: int, name: str, metric: str, body: str, now: int
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT metric FROM alert_rules WHERE id = ?",
+                                   (rule_id,)).fetchone()
+                if row is None:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("UPDATE alert_rules SET name = ?, metric = ?, body = ?, "
+                             "updated_at = ? WHERE id = ?", (name, metric, body, now, rule_id))
+                if row[0] != metric:
+                    conn.execute("DELETE FROM alert_states WHERE rule_id = ?", (rule_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return True
+
+        return await self._write(run)
+
+    async def delete_rule(self, rule_id: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute("DELETE FROM alert_rules WHERE id = ?",
+                                       (rule_id,)).rowcount
+                for table in ("alert_states", "alert_transitions"):
+                    conn.execute(f"DELETE FROM {table} WHERE rule_id = ?", (rule_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return bool(deleted)
+
+        return await self._write(run)
+
+    async def alert_states(self, rule_ids: Sequence[int] | None = None) -> list[AlertStateRow]:
+        def run(conn: sqlite3.Connection) -> list[AlertStateRow]:
+            if rule_ids is None:
+                return [state_from_row(row) for row in conn.execute(
+                    f"SELECT {STATE_COLUMNS} FROM alert_states ORDER BY rule_id, metric")]
+            out: list[AlertStateRow] = []
+            for chunk in _chunks(list(rule_ids)):
+                marks = ",".join("?" * len(chunk))
+                out.extend(state_from_row(row) for row in conn.execute(
+                    f"SELECT {STATE_COLUMNS} FROM alert_states WHERE rule_id IN ({marks}) "
+                    "ORDER BY rule_id, metric", chunk))
+            return out
+
+        return await self._read(run)
+
+    async def rule_history(
+        self, rule_id: int, limit: int, before_id: int | None = None
+    ) -> list[AlertTransitionRow]:
+        def run(conn: sqlite3.Connection) -> list[AlertTransitionRow]:
+            return [transition_from_row(row) for row in conn.execute(
+                f"SELECT {TRANSITION_COLUMNS} FROM alert_transitions WHERE rule_id = ? "
+                "AND id < ? ORDER BY id DESC LIMIT ?",
+                (rule_id, before_id if before_id is not None else 2**62, limit))]
+
+        return await self._read(run)
+
+    async def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT holder, expires_at FROM alert_lease WHERE name = ?",
+                                   (name,)).fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO alert_lease (name, holder, expires_at) "
+                                 "VALUES (?, ?, ?)", (name, holder, now + ttl))
+                elif row[0] == holder or row[1] < now:
+                    conn.execute("UPDATE alert_lease SET holder = ?, expires_at = ? "
+                                 "WHERE name = ?", (holder, now + ttl, name))
+                else:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return True
+
+        return await self._write(run)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "DELETE FROM alert_lease WHERE name = ? AND holder = ?", (name, holder)))
+
+    async def save_evaluation(
+        self, lease: str, holder: str, now: float, states: Sequence[AlertStateRow],
+        transitions: Sequence[AlertTransitionRow], notifications: Sequence[OutboxRow],
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT holder, expires_at FROM alert_lease WHERE name = ?",
+                                   (lease,)).fetchone()
+                if row is None or row[0] != holder or row[1] < now:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.executemany(_STATE_UPSERT, [tuple(s) for s in states])
+                conn.executemany(_TRANSITION_INSERT, [t[1:] for t in transitions])
+                conn.executemany(_OUTBOX_INSERT, [n[1:] for n in notifications])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return True
+
+        return await self._write(run)
+
+    async def due_notifications(self, now: float, limit: int) -> list[OutboxRow]:
+        def run(conn: sqlite3.Connection) -> list[OutboxRow]:
+            return [outbox_from_row(row) for row in conn.execute(
+                f"SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE status = 'pending' "
+                "AND next_at <= ? ORDER BY next_at, id LIMIT ?", (now, limit))]
+
+        return await self._read(run)
+
+    async def update_notification(
+        self, notification_id: int, status: str, attempts: int, next_at: float,
+        finished_at: float | None, error: str | None,
+    ) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE alert_outbox SET status = ?, attempts = ?, next_at = ?, finished_at = ?, "
+            "last_error = ? WHERE id = ?",
+            (status, attempts, next_at, finished_at, error, notification_id)))
+
+    async def delete_finished_notifications(self, before: float, limit: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(
+                "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox "
+                "WHERE status <> 'pending' AND finished_at < ? ORDER BY id LIMIT ?)",
+                (before, limit)).rowcount)
+
+        return await self._write(run)
+
+    async def count_notifications(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            return {row[0]: int(row[1]) for row in conn.execute(
+                "SELECT status, COUNT(*) FROM alert_outbox GROUP BY status")}
+
+        return await self._read(run)
+
+
+_STATE_UPSERT = (
+    "INSERT INTO alert_states (rule_id, metric, state, since, value, last_notified, notified) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule_id, metric) DO UPDATE SET "
+    "state = excluded.state, since = excluded.since, value = excluded.value, "
+    "last_notified = excluded.last_notified, notified = excluded.notified"
+)
+_TRANSITION_INSERT = (
+    "INSERT INTO alert_transitions (rule_id, metric, from_state, to_state, at, value) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_OUTBOX_INSERT = (
+    "INSERT OR IGNORE INTO alert_outbox (rule_id, metric, target, payload, idempotency_key, "
+    "status, attempts, next_at, created_at, finished_at, last_error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CHUNK = 500  # ids or names per IN (...): under every SQLite's variable limit
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
 
 
 _DELETE_SLICE_SECONDS = 0.02  # a retention job on the writer thread stops after this

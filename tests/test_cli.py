@@ -13,6 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from alerts.config import AlertConfig
 from collector.config import AdminConfig, CollectorConfig
 from glowing_fiesta import __version__
 from glowing_fiesta.cli import (
@@ -134,7 +135,7 @@ async def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert status == 0 and "revoked 1" in out
     status, _, err = await run_cli("keys", "revoke", "ci", "--database-url", url)
     assert status == 1 and "no active key" in err
-    status, _, err = await run_cli("keys", "create", "x", "--scopes", "admin",
+    status, _, err = await run_cli("keys", "create", "x", "--scopes", "root",
                                    "--database-url", url)
     assert status == 2 and "unknown scope" in err
 
@@ -246,7 +247,8 @@ def test_option_defaults_are_the_config_defaults(monkeypatch: pytest.MonkeyPatch
         if name.startswith("GF_") and not name.startswith("GF_TEST_"):
             monkeypatch.delenv(name)
     specs = {}
-    for cls in (Config, CollectorConfig, HttpConfig, AdminConfig, NewKey, QuarantinePick):
+    for cls in (Config, CollectorConfig, HttpConfig, AdminConfig, AlertConfig, NewKey,
+                QuarantinePick):
         for f in dataclasses.fields(cls):
             spec = cli_spec(f)
             if spec is not None:

@@ -574,13 +574,14 @@ def test_display_prefix() -> None:
         ("read,write", ("read", "write")),
         (" write , read ,", ("read", "write")),
         ("read,read", ("read",)),
+        ("admin,read", ("admin", "read")),  # admin: alert rules
     ],
 )
 def test_parse_scopes(text: str, scopes: tuple[str, ...]) -> None:
     assert parse_scopes(text) == scopes
 
 
-@pytest.mark.parametrize("text", ["", ",", " , ", "admin", "read,admin", "READ", "read write"])
+@pytest.mark.parametrize("text", ["", ",", " , ", "root", "read,root", "READ", "read write"])
 def test_parse_scopes_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_scopes(text)

@@ -15,6 +15,8 @@
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2",
                   "#db2777", "#4b5563"];
   const HEIGHT = 380;
+  const ALERTS_EVERY = 15000; // ms between reloads of the alert rules and their states
+  const THRESHOLD_COLOR = "#dc2626";
 
   const $ = (id) => document.getElementById(id);
   const chartEl = $("chart");
@@ -28,6 +30,8 @@
   let drawSeq = 0;
   let revision = 0;
   let timer = null;
+  let alertRules = []; // GET /api/alerts: the rules with their states
+  let thresholdSignature = "";
 
   class ApiFailure extends Error {
     constructor(status, message) {
@@ -207,6 +211,62 @@
     loadList();
   }
 
+  // -- the alert rules -----------------------------------------------------------------
+
+  function ruleWatches(rule, name) {
+    return rule.metric.includes("*") ? globRegExp(rule.metric).test(name) : rule.metric === name;
+  }
+
+  // The threshold rules on the charted metrics: each is drawn as a dashed line.
+  function thresholds() {
+    return alertRules.filter((r) => r.kind === "threshold" &&
+                             state.metrics.some((name) => ruleWatches(r, name)));
+  }
+
+  async function loadAlerts() {
+    let body;
+    try {
+      body = await api("/api/alerts?limit=1000");
+    } catch (error) {
+      if (error.status !== 401) $("alerts-status").textContent = error.message;
+      return;
+    }
+    alertRules = body.alerts;
+    renderAlerts();
+    const signature = JSON.stringify(thresholds().map((r) => [r.id, r.threshold]));
+    if (signature !== thresholdSignature && state.metrics.length > 0) draw();
+  }
+
+  function renderAlerts() {
+    const ul = $("alert-list");
+    ul.replaceChildren();
+    const firing = alertRules.filter((r) => r.state === "firing").length;
+    $("alerts-status").textContent = alertRules.length === 0 ? "No alert rules." :
+      `${alertRules.length} rule${alertRules.length === 1 ? "" : "s"}, ${firing} firing`;
+    for (const rule of alertRules) {
+      const li = document.createElement("li");
+      li.dataset.rule = String(rule.id);
+      li.dataset.state = rule.state;
+      const badge = document.createElement("span");
+      badge.className = "alert-state " + rule.state;
+      badge.textContent = rule.state;
+      const name = document.createElement("button");
+      name.type = "button";
+      name.className = "alert-name";
+      name.textContent = rule.name;
+      name.title = rule.kind === "threshold"
+        ? `${rule.metric}: ${rule.aggregation} over ${rule.window} ${rule.op} ${rule.threshold}`
+        : `${rule.metric}: no data for ${rule.absent_for}`;
+      // Chart the metric: a glob's firing (else first) match, or the name itself.
+      const hot = rule.states.find((s) => s.state === "firing") || rule.states[0];
+      const metric = hot ? hot.metric : (rule.metric.includes("*") ? null : rule.metric);
+      name.disabled = metric === null;
+      name.addEventListener("click", () => { if (metric) setMetrics([metric]); });
+      li.append(badge, name);
+      ul.append(li);
+    }
+  }
+
   // -- the chart -----------------------------------------------------------------------
 
   function pickStep(seconds) {
@@ -301,6 +361,15 @@
         bands.push({ series: [data.length - 2, data.length - 1], fill: fade(color, 0.15) });
       }
     });
+    const lines = thresholds();
+    for (const rule of lines) {
+      data.push(x.map(() => rule.threshold));
+      series.push({ label: `${rule.name}: ${rule.aggregation} over ${rule.window} ${rule.op} ` +
+                           `${rule.threshold}`,
+                    stroke: THRESHOLD_COLOR, width: 1.5, dash: [6, 4], points: { show: false } });
+      described.push({ rule: rule.id, threshold: rule.threshold });
+    }
+    thresholdSignature = JSON.stringify(lines.map((r) => [r.id, r.threshold]));
     const signature = JSON.stringify(described);
     if (plot && signature === plotSignature) {
       plot.setData(data); // same series: update in place, no flicker
@@ -476,6 +545,8 @@
     renderControls();
     schedule();
     loadList();
+    loadAlerts();
+    setInterval(() => { if (!document.hidden) loadAlerts(); }, ALERTS_EVERY);
     draw();
   }
 
