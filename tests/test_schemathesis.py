@@ -9,6 +9,7 @@ on 127.0.0.1 port 0; schemathesis drives it over real HTTP from the test thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,13 +52,14 @@ class LiveApp:
     token: str
 
 
-def run_app(database: Path, ready: threading.Event, out: dict[str, Any]) -> None:
+def run_app(database: Path, scopes: tuple[str, ...], ready: threading.Event,
+            out: dict[str, Any]) -> None:
     async def main() -> None:
         store = open_store(f"sqlite:///{database}")
         runner: web.AppRunner | None = None
         try:
             await store.migrate()
-            out["token"] = await new_key(store)
+            out["token"] = await new_key(store, scopes=scopes)
             runner = web.AppRunner(make_app(config(), store), access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -80,12 +82,15 @@ def run_app(database: Path, ready: threading.Event, out: dict[str, Any]) -> None
         ready.set()
 
 
-@pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+@contextlib.contextmanager
+def live(tmp_path_factory: pytest.TempPathFactory, name: str,
+         scopes: tuple[str, ...]) -> Iterator[LiveApp]:
+    """The app in its thread, with a key of ``scopes``, for the length of the block."""
     ready = threading.Event()
     out: dict[str, Any] = {}
-    database = tmp_path_factory.mktemp("schemathesis") / "metrics.db"
-    thread = threading.Thread(target=run_app, args=(database, ready, out), daemon=True)
+    database = tmp_path_factory.mktemp(name) / "metrics.db"
+    thread = threading.Thread(target=run_app, args=(database, scopes, ready, out),
+                              daemon=True)
     thread.start()
     assert ready.wait(60), "the app did not start"
     if "error" in out:
@@ -98,6 +103,21 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         assert not thread.is_alive()
         if "error" in out:
             raise out["error"]
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    with live(tmp_path_factory, "schemathesis", ("read", "write")) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def admin_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """A key with every scope: the generated alert rules are created, read, replaced and
+    deleted for real, so their success answers are checked against the document too
+    (with the read/write key of ``live_app`` the admin routes answer 403)."""
+    with live(tmp_path_factory, "schemathesis_alerts", ("admin", "read", "write")) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +154,44 @@ def test_live_app_conforms_to_its_document(
                                checks=CHECKS)
 
     conforms()
+
+
+# -- the alert routes, with an admin key ------------------------------------------
+
+ALERT_CASES = [
+    (method.upper(), path, mode)
+    for path, item in openapi_document(HttpConfig())["paths"].items() if "/api/alerts" in path
+    for method in item
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "path", "mode"), ALERT_CASES)
+def test_alert_routes_conform_with_an_admin_key(
+    admin_app: LiveApp, method: str, path: str, mode: GenerationMode
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{admin_app.url}/api/openapi.json")
+    operation = schema[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def conforms(case: Any) -> None:
+        case.call_and_validate(base_url=admin_app.url, headers=auth(admin_app.token),
+                               checks=CHECKS)
+
+    conforms()
+
+
+@pytest.mark.slow
+def test_the_generated_rules_were_stored(admin_app: LiveApp) -> None:
+    """After the cases above: some generated rules were valid, so the success answers
+    were checked, not only the 422s."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{admin_app.url}/api/alerts?limit=1000",
+                                     headers=auth(admin_app.token))
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.load(response)["alerts"]
