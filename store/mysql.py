@@ -345,40 +345,34 @@ class MySQLStore:
         return await self._lookup(run)
 
     async def list_metrics(self, prefix: str, limit: int, after: str | None) -> list[MetricInfo]:
+        return [metric_from_row(row) for row in
+                await self._names_from(METRIC_COLUMNS, prefix, limit, after)]
+
+    async def list_metric_refs(
+        self, prefix: str, limit: int, after: str | None
+    ) -> list[MetricRef]:
+        return [MetricRef(int(r[0]), r[1], r[2]) for r in
+                await self._names_from("m.id, m.name, m.kind", prefix, limit, after)]
+
+    async def _names_from(
+        self, columns: str, prefix: str, limit: int, after: str | None
+    ) -> list[tuple[Any, ...]]:
+        """``columns`` of the metrics named ``prefix``..., after ``after``, in name order."""
         if not prefix.isascii():
             return []
         after = _ascii_bound(after)
 
-        async def run(cursor: Cursor) -> list[MetricInfo]:
+        async def run(cursor: Cursor) -> list[tuple[Any, ...]]:
             # A range on the unique index instead of LIKE ("_" is a LIKE wildcard and
             # a legal name character). Name characters all sort below "\x7f".
             low = max(prefix, after or "")
             op = ">" if after is not None and after >= prefix else ">="
             await cursor.execute(
-                f"SELECT {METRIC_COLUMNS} FROM metrics m "
+                f"SELECT {columns} FROM metrics m "
                 f"WHERE m.name {op} %s AND m.name < %s ORDER BY m.name LIMIT %s",
                 (low, prefix + "\x7f", limit),
             )
-            return [metric_from_row(row) for row in await cursor.fetchall()]
-
-        return await self._run(run)
-
-    async def list_metric_refs(
-        self, prefix: str, limit: int, after: str | None
-    ) -> list[MetricRef]:
-        if not prefix.isascii():
-            return []
-        after = _ascii_bound(after)
-
-        async def run(cursor: Cursor) -> list[MetricRef]:
-            low = max(prefix, after or "")
-            op = ">" if after is not None and after >= prefix else ">="
-            await cursor.execute(
-                f"SELECT id, name, kind FROM metrics "
-                f"WHERE name {op} %s AND name < %s ORDER BY name LIMIT %s",
-                (low, prefix + "\x7f", limit),
-            )
-            return [MetricRef(int(r[0]), r[1], r[2]) for r in await cursor.fetchall()]
+            return list(await cursor.fetchall())
 
         return await self._run(run)
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from protocol.buckets import BucketRow
 from protocol.names import Kind
@@ -242,32 +242,30 @@ class SQLiteStore:
         return await self._read(run)
 
     async def list_metrics(self, prefix: str, limit: int, after: str | None) -> list[MetricInfo]:
-        def run(conn: sqlite3.Connection) -> list[MetricInfo]:
-            # A range on the unique index instead of LIKE ("_" is a LIKE wildcard and
-            # a legal name character). Name characters all sort below "\x7f".
-            low = max(prefix, after or "")
-            op = ">" if after is not None and after >= prefix else ">="
-            rows = conn.execute(
-                f"SELECT {METRIC_COLUMNS} FROM metrics m "
-                f"WHERE m.name {op} ? AND m.name < ? ORDER BY m.name LIMIT ?",
-                (low, prefix + "\x7f", limit),
-            ).fetchall()
-            return [metric_from_row(row) for row in rows]
-
-        return await self._read(run)
+        return [metric_from_row(row) for row in
+                await self._names_from(METRIC_COLUMNS, prefix, limit, after)]
 
     async def list_metric_refs(
         self, prefix: str, limit: int, after: str | None
     ) -> list[MetricRef]:
-        def run(conn: sqlite3.Connection) -> list[MetricRef]:
+        return [MetricRef(int(r[0]), r[1], r[2]) for r in
+                await self._names_from("m.id, m.name, m.kind", prefix, limit, after)]
+
+    async def _names_from(
+        self, columns: str, prefix: str, limit: int, after: str | None
+    ) -> list[tuple[Any, ...]]:
+        """``columns`` of the metrics named ``prefix``..., after ``after``, in name order."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            # A range on the unique index instead of LIKE ("_" is a LIKE wildcard and
+            # a legal name character). Name characters all sort below "\x7f".
             low = max(prefix, after or "")
             op = ">" if after is not None and after >= prefix else ">="
-            rows = conn.execute(
-                f"SELECT id, name, kind FROM metrics "
-                f"WHERE name {op} ? AND name < ? ORDER BY name LIMIT ?",
+            return conn.execute(
+                f"SELECT {columns} FROM metrics m "
+                f"WHERE m.name {op} ? AND m.name < ? ORDER BY m.name LIMIT ?",
                 (low, prefix + "\x7f", limit),
             ).fetchall()
-            return [MetricRef(int(r[0]), r[1], r[2]) for r in rows]
 
         return await self._read(run)
 
