@@ -12,14 +12,12 @@ of one evaluation; the target is all 10,000 within one 10 s interval.
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 import orjson
-import pymysql
 import uvloop
-from mysql_bench import _drop, admin, database_url, log
+from mysql_bench import bench_database, log
 
 RULES = 10_000
 
@@ -76,16 +74,7 @@ async def _alerts(url: str, quick: bool) -> dict[str, Any]:
 
 
 def alerts_bench(bench: Any) -> dict[str, Any]:
-    args = bench.args
-    try:
-        conn = admin(args.mysql_url)
-    except pymysql.err.MySQLError as exc:
-        reason = f"MariaDB unavailable at {args.mysql_url}: {exc}"
-        log(reason)
+    url, reason = bench_database(bench, "alerts")
+    if url is None:
         return {"skipped": reason}
-    name = f"gf_bench_{secrets.token_hex(4)}_alerts"
-    with conn.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    bench.stack.callback(_drop, args.mysql_url, name)
-    conn.close()
-    return uvloop.run(_alerts(database_url(args.mysql_url, name), args.quick))
+    return uvloop.run(_alerts(url, bench.args.quick))

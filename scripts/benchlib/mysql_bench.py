@@ -43,6 +43,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def bench_database(bench: Any, what: str) -> tuple[str | None, str]:
+    """A new ``gf_bench_<hex>_<what>`` database on ``--mysql-url``, dropped when the bench
+    ends: (its URL, its name), or (None, why not) when MariaDB is unavailable."""
+    args = bench.args
+    try:
+        conn = admin(args.mysql_url)
+    except pymysql.err.MySQLError as exc:
+        reason = f"MariaDB unavailable at {args.mysql_url}: {exc}"
+        log(reason)
+        return None, reason
+    name = f"gf_bench_{secrets.token_hex(4)}_{what}"
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    bench.stack.callback(_drop, args.mysql_url, name)
+    conn.close()
+    return database_url(args.mysql_url, name), name
+
+
 def mysql_bench(bench: Any) -> dict[str, Any]:
     args = bench.args
     try:

@@ -12,34 +12,22 @@ asked the way Grafana asks: a form POST with the aliasSub wrapper and maxDataPoi
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 import aiohttp
 import uvloop
-from mysql_bench import _drop, admin, database_url, log, pct, settle
+from mysql_bench import admin, bench_database, log, pct, settle
 
 DAY = 86400
 SERIES = 100
 
 
 def render_bench(bench: Any) -> dict[str, Any]:
-    import pymysql
-
-    args = bench.args
-    try:
-        conn = admin(args.mysql_url)
-    except pymysql.err.MySQLError as exc:
-        reason = f"MariaDB unavailable at {args.mysql_url}: {exc}"
-        log(reason)
-        return {"skipped": reason}
-    name = f"gf_bench_render_{secrets.token_hex(4)}"
-    with conn.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    bench.stack.callback(_drop, args.mysql_url, name)
-    conn.close()
-    return uvloop.run(_render(database_url(args.mysql_url, name), name, args, bench.args.quick))
+    url, name = bench_database(bench, "render")
+    if url is None:
+        return {"skipped": name}
+    return uvloop.run(_render(url, name, bench.args, bench.args.quick))
 
 
 async def _render(url: str, name: str, args: Any, quick: bool) -> dict[str, Any]:
