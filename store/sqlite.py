@@ -8,12 +8,13 @@ waits on a SQLite call. WAL mode lets readers run while the writer commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
@@ -452,20 +453,13 @@ class SQLiteStore:
         self, name: str, metric: str, body: str, now: int, max_rules: int
     ) -> int | None:
         def run(conn: sqlite3.Connection) -> int | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 (count,) = conn.execute("SELECT COUNT(*) FROM alert_rules").fetchone()
                 if count >= max_rules:
-                    conn.execute("ROLLBACK")
                     return None
                 cursor = conn.execute(
                     "INSERT INTO alert_rules (name, metric, body, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?)", (name, metric, body, now, now))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return int(cursor.lastrowid or 0)
 
         return await self._write(run)
@@ -490,39 +484,26 @@ class SQLiteStore:
         self, rule_id: int, name: str, metric: str, body: str, now: int
     ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 row = conn.execute("SELECT metric FROM alert_rules WHERE id = ?",
                                    (rule_id,)).fetchone()
                 if row is None:
-                    conn.execute("ROLLBACK")
                     return False
                 conn.execute("UPDATE alert_rules SET name = ?, metric = ?, body = ?, "
                              "updated_at = ? WHERE id = ?", (name, metric, body, now, rule_id))
                 if row[0] != metric:
                     conn.execute("DELETE FROM alert_states WHERE rule_id = ?", (rule_id,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return True
 
         return await self._write(run)
 
     async def delete_rule(self, rule_id: int) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 deleted = conn.execute("DELETE FROM alert_rules WHERE id = ?",
                                        (rule_id,)).rowcount
                 for table in ("alert_states", "alert_transitions"):
                     conn.execute(f"DELETE FROM {table} WHERE rule_id = ?", (rule_id,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return bool(deleted)
 
         return await self._write(run)
@@ -555,8 +536,7 @@ class SQLiteStore:
 
     async def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 row = conn.execute("SELECT holder, expires_at FROM alert_lease WHERE name = ?",
                                    (name,)).fetchone()
                 if row is None:
@@ -566,13 +546,7 @@ class SQLiteStore:
                     conn.execute("UPDATE alert_lease SET holder = ?, expires_at = ? "
                                  "WHERE name = ?", (holder, now + ttl, name))
                 else:
-                    conn.execute("ROLLBACK")
                     return False
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return True
 
         return await self._write(run)
@@ -586,21 +560,14 @@ class SQLiteStore:
         transitions: Sequence[AlertTransitionRow], notifications: Sequence[OutboxRow],
     ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 row = conn.execute("SELECT holder, expires_at FROM alert_lease WHERE name = ?",
                                    (lease,)).fetchone()
                 if row is None or row[0] != holder or row[1] < now:
-                    conn.execute("ROLLBACK")
                     return False
                 conn.executemany(_STATE_UPSERT, [tuple(s) for s in states])
                 conn.executemany(_TRANSITION_INSERT, [t[1:] for t in transitions])
                 conn.executemany(_OUTBOX_INSERT, [n[1:] for n in notifications])
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return True
 
         return await self._write(run)
@@ -657,6 +624,21 @@ _OUTBOX_INSERT = (
 _CHUNK = 500  # ids or names per IN (...): under every SQLite's variable limit
 
 
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock now, not at the first write) ... ``COMMIT``;
+    rolled back on any exception. A block that returns early has written nothing, so
+    its COMMIT is as good as a rollback."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _chunks(items: list[T]) -> list[list[T]]:
     return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
 
@@ -674,8 +656,7 @@ def _delete_slice(
     deadline = time.perf_counter() + _DELETE_SLICE_SECONDS
     deleted = 0
     index = start
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         while index < len(ids) and (
             index == start or (deleted < chunk and time.perf_counter() < deadline)
         ):
@@ -687,10 +668,5 @@ def _delete_slice(
             )
             deleted += cursor.rowcount
             index += 1
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return deleted, index
 
