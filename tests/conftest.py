@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pymysql
 import pytest
 
+from collector import aggregator
 from store import Store, open_store
 from tests.daemon import DaemonProcess
 from tests.faultproxy import FaultProxy
@@ -130,3 +131,21 @@ async def proxy() -> AsyncIterator[FaultProxy]:
         yield started
     finally:
         await started.close()
+
+
+_BUILT_FEED = aggregator._feed_fast  # the extension's feed, or None: before any test patches it
+
+
+@pytest.fixture(params=["c", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using this runs on the C accelerator and on the pure-Python path of
+    the aggregator. Without the extension the C run is skipped, or fails in CI (where
+    GF_TEST_REQUIRE_SERVICES=1: the C path must be tested)."""
+    built = _BUILT_FEED
+    if request.param == "c" and built is None:
+        message = "collector._fastfeed is not built (optional C accelerator)"
+        if os.environ.get("GF_TEST_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setattr(aggregator, "_feed_fast", built if request.param == "c" else None)
+    return str(request.param)

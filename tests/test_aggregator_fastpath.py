@@ -6,14 +6,12 @@ pure-Python loop."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import aggregator
 from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
@@ -64,20 +62,6 @@ def state(agg: Aggregator, taken: list[dict]) -> tuple:
     s = agg.stats
     return ([*taken, agg.buckets], held(agg), dict(agg.kinds), s.lines, s.samples,
             s.tags_ignored, dict(s.drops), {k: len(v) for k, v in agg.held.items()})
-
-
-BUILT = aggregator._feed_fast
-
-
-@pytest.fixture(params=["c", "python"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "c" and BUILT is None:
-        message = "collector._fastfeed is not built (optional C accelerator)"
-        if os.environ.get("GF_TEST_REQUIRE_SERVICES") == "1":  # CI: the C path is tested
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setattr(aggregator, "_feed_fast", BUILT if request.param == "c" else None)
-    return str(request.param)
 
 
 def test_fast_path_equals_general_path(implementation: str) -> None:

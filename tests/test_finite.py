@@ -7,12 +7,10 @@ follows. A sample that would make its bucket's sum or count inf is dropped (reas
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import pytest
 
-from collector import aggregator
 from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
@@ -22,18 +20,6 @@ from protocol.points import BatchReader, InvalidPoints, Window, batch_points, to
 
 NOW = int(time.time())
 BIG = 1e308
-BUILT = aggregator._feed_fast
-
-
-@pytest.fixture(params=["c", "python"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "c" and BUILT is None:
-        message = "collector._fastfeed is not built (optional C accelerator)"
-        if os.environ.get("GF_TEST_REQUIRE_SERVICES") == "1":  # CI: the C path is tested
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setattr(aggregator, "_feed_fast", BUILT if request.param == "c" else None)
-    return str(request.param)
 
 
 def feed_all(agg: Aggregator, lines: list[bytes], *, packed: bool) -> None:
