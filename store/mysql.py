@@ -402,15 +402,9 @@ class MySQLStore:
                 table, low, high = reads[0]
                 rows = await _read_rows(cursor, table, params[:3], (high - low) // interval)
                 return rows + await self._grouped(cursor, reads[1:], params[3:], select)
-            if len(reads) == 1:
-                sql = select.format(table=reads[0][0]) + " ORDER BY bucket"
-            else:  # each level grouped on the server, the tail's bucket merged
-                sql = (
-                    "SELECT bucket, SUM(c), SUM(s), MIN(lo), MAX(hi) FROM ("
-                    + " UNION ALL ".join(select.format(table=table) for table, _l, _h in reads)
-                    + ") AS levels GROUP BY bucket ORDER BY bucket"
-                )
-            await cursor.execute(sql, params)
+            if len(reads) > 1:  # each level grouped on the server, the tail's bucket merged
+                return await self._grouped(cursor, reads, params, select)
+            await cursor.execute(select.format(table=reads[0][0]) + " ORDER BY bucket", params)
             return [
                 BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
                 for r in await cursor.fetchall()
