@@ -19,6 +19,7 @@ import pytest
 
 from collector import aggregator
 from store import Store, open_store
+from tests.alert_support import Receiver
 from tests.daemon import DaemonProcess
 from tests.faultproxy import FaultProxy
 from tests.mysqldirect import connect
@@ -149,3 +150,13 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         pytest.skip(message)
     monkeypatch.setattr(aggregator, "_feed_fast", built if request.param == "c" else None)
     return str(request.param)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real local webhook receiver (tests/alert_support.py), stopped at the end."""
+    started = await Receiver().start()
+    try:
+        yield started
+    finally:
+        await started.stop()

@@ -4,11 +4,9 @@ real local webhook receiver and a clock the test sets (evaluations at chosen tim
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 
 from alerts.config import AlertConfig
 from alerts.evaluator import Evaluator
@@ -27,15 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def add_rule(store: Store, body: dict[str, Any], created: int = T0) -> int:

@@ -43,15 +43,6 @@ class Mailbox:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    try:
-        yield started
-    finally:
-        await started.stop()
-
-
-@pytest.fixture
 async def smtp_server() -> AsyncIterator[tuple[Mailbox, int]]:
     mailbox = Mailbox()
     loop = asyncio.get_running_loop()
