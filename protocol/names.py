@@ -7,10 +7,14 @@ from typing import Final, Literal
 
 from protocol.tokens import contains_token
 
-Kind = Literal["counter", "value"]
+# counter: c. value: v, ms, h, d (with a quantile sketch). gauge: g (the last value as
+# well). set: s (a distinct count). docs/sketches.md says what each keeps.
+Kind = Literal["counter", "value", "gauge", "set"]
 COUNTER: Final = "counter"
 VALUE: Final = "value"
-KINDS: Final = (COUNTER, VALUE)
+GAUGE: Final = "gauge"
+SET: Final = "set"
+KINDS: Final = (COUNTER, VALUE, GAUGE, SET)
 
 MAX_NAME_LENGTH: Final = 255
 

@@ -22,6 +22,13 @@ class StoreUnavailable(StoreError):
 PointRow = tuple[str, Kind, int, float, float, float, float]
 
 
+# (name, kind, ts, data): one metric-minute's summary on its way to the database, ts a
+# multiple of 60. data by kind: value, a quantile sketch (protocol.sketch); set, a
+# HyperLogLog (protocol.hll); gauge, the last value (protocol.summary). The store merges
+# it into what it holds for that minute (and hour) by kind: protocol.summary.merge.
+SketchRow = tuple[str, Kind, int, bytes]
+
+
 class Batch(NamedTuple):
     """One flush. (writer_id, seq) is recorded in the same transaction as the points,
     so a batch retried after an ambiguous failure is applied exactly once."""
@@ -29,6 +36,7 @@ class Batch(NamedTuple):
     writer_id: str
     seq: int
     points: list[PointRow]
+    sketches: Sequence[SketchRow] = ()
 
 
 class WriteResult(NamedTuple):
