@@ -1,0 +1,23 @@
+/* The C API of protocol._sketch (protocol/_sketch.c) for other extensions: the
+ * collector's C pass (collector/_fastfeed.c) adds each value line's sample to its
+ * metric-minute's sketch without a Python call.
+ *
+ *   GfSketchCAPI *api = PyCapsule_Import(GF_SKETCH_CAPSULE, 0);
+ *   PyObject *s = api->new_sketch(100);          // alpha 1%
+ *   if (api->add(s, 12.5, 1.0) < 0) ...          // -1: exception set (memory)
+ *
+ * Bins and bytes are those of protocol/sketch.py, the reference.
+ */
+#ifndef GF_SKETCH_CAPI_H
+#define GF_SKETCH_CAPI_H
+#include <Python.h>
+
+#define GF_SKETCH_CAPSULE "protocol._sketch._C_API"
+
+typedef struct {
+    PyTypeObject *type;                                         /* protocol._sketch.Sketch */
+    PyObject *(*new_sketch)(int alpha_bp);                      /* NULL + exception on error */
+    int (*add)(PyObject *sketch, double value, double weight);  /* 0, or -1 + exception */
+} GfSketchCAPI;
+
+#endif
