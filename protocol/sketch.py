@@ -184,8 +184,8 @@ class PySketch:
                   negative: Iterable[tuple[int, float]]) -> None:
         """Bins in ascending key order. Of the same alpha, key for key; of another
         (alpha changed in the configuration), each bin's representative value goes
-        into this sketch's bins: the error of such a merge is up to the sum of the two
-        alphas (docs/sketches.md)."""
+        into this sketch's bins: the error of such a merge is up to
+        ``(1 + a1) * (1 + a2) - 1``, about the sum of the two alphas (docs/sketches.md)."""
         self.zero += zero
         if alpha_bp == self.alpha_bp:
             for key, weight in positive:
