@@ -361,7 +361,13 @@ static int sketch_api_tried;
 static GfSketchCAPI *get_sketch_api(void) {
     if (!sketch_api_tried) {
         sketch_api_tried = 1;
-        sketch_api = (GfSketchCAPI *)PyCapsule_Import(GF_SKETCH_CAPSULE, 0);
+        /* PyCapsule_Import finds a submodule as an attribute of its package (3.11):
+         * only once the submodule is imported. */
+        PyObject *module = PyImport_ImportModule("protocol._sketch");
+        if (module) {
+            Py_DECREF(module);
+            sketch_api = (GfSketchCAPI *)PyCapsule_Import(GF_SKETCH_CAPSULE, 0);
+        }
         if (!sketch_api) PyErr_Clear();
     }
     return sketch_api;

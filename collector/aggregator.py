@@ -10,8 +10,8 @@ What each kind keeps (a sampled line ``|@r`` weighs 1/r in the buckets' counts):
 
 - counter ``n|c``: the bucket (cnt += 1/r, sum += n/r); no summary.
 - value ``x|ms`` (v, h, d): the bucket, and the minute's quantile sketch
-  (protocol.sketch, alpha from --sketch-alpha) gets x with weight 1/r (--no-sketches:
-  none).
+  (protocol.sketch, alpha from --sketch-alpha) gets x with weight 1/r, as the count
+  does (--no-sketches: no sketch).
 - set ``m|s``: the bucket counts lines (cnt = sum += 1/r, min = max = 1); the minute's
   HyperLogLog (protocol.hll) gets the member, whatever the rate (a member is in the set
   or not).
@@ -28,7 +28,6 @@ so nothing else ever touches a table that is still being written.
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from collections.abc import Callable
@@ -41,16 +40,16 @@ from protocol.buckets import is_finite_bucket, merge
 from protocol.hll import DistinctCount
 from protocol.lines import KIND_BY_TYPE, NUMBER, LineParser, Parsed, Reason, Sample
 from protocol.names import COUNTER, GAUGE, SET, VALUE, Kind
-from protocol.sketch import Sketch
+from protocol.sketch import PySketch, Sketch
 
 # ts -> name -> [cnt, sum, mn, mx, kind]. Each bucket carries its kind, so a bucket
 # taken before the store corrected a name's kind is never written under the new one.
 # A second has a table only while it holds a bucket (no empty tables are left behind).
 Buckets = dict[int, dict[str, list[Any]]]
 # minute (epoch second, a multiple of 60) -> name -> that metric-minute's summary since
-# the last take(): a sketch (value: protocol.sketch.Sketch or the C protocol._sketch
-# Sketch, same bins and bytes), a DistinctCount (set) or the last value, a float
-# (gauge). No empty tables either.
+# the last take(): a sketch (value: protocol._sketch.Sketch with the C pass, else the
+# reference protocol.sketch.PySketch: the same bins and bytes), a DistinctCount (set)
+# or the last value, a float (gauge). No empty tables either.
 Sketches = dict[int, dict[str, Any]]
 
 
@@ -83,14 +82,10 @@ else:
 def _c_sketch_type() -> type[Any] | None:
     """protocol._sketch.Sketch, the C sketch whose capsule the C pass adds through, or
     None if it is not built (then value names with sketches on take the Python loop)."""
-    if _has_sketches is None or not _has_sketches():
+    built: type[Any] = Sketch  # protocol.sketch: the C type where it is built
+    if _has_sketches is None or built is PySketch or not _has_sketches():
         return None
-    try:
-        module = importlib.import_module("protocol._sketch")
-    except ImportError:
-        return None
-    sketch_type: type[Any] = module.Sketch
-    return sketch_type
+    return built
 
 
 MAX_HELD_SAMPLES: Final = 100_000  # keyed samples waiting for their key's lookup
@@ -134,7 +129,9 @@ class Aggregator:
         if feed_fast is not None and config.sketches and c_sketch is None:
             feed_fast = None
         self._feed_fast = feed_fast
-        self._new_sketch: Callable[[int], Any] = Sketch if c_sketch is None else c_sketch
+        # The pure-Python loop keeps the reference sketch: in practice the C sketch is
+        # built wherever the C pass is, and tests hold the two paths' bytes equal.
+        self._new_sketch: Callable[[int], Any] = PySketch if c_sketch is None else c_sketch
         # name -> kind: fixed by the first sample (or by the store, see learn_kinds).
         self.kinds: dict[str, Kind] = {}
         self.key_check = key_check
