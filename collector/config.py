@@ -87,7 +87,8 @@ class CollectorConfig:
         "Keep a quantile sketch per value metric-minute (percentiles, histograms)."))
     sketch_alpha: float = field(default=1.0, metadata=cli(
         "--sketch-alpha",
-        "Relative error of the quantile sketches, in percent (a basis point at least).",
+        "Relative error of the quantile sketches, in percent: 0.01 to 10, in whole basis "
+        "points.",
         min=0.01, max=10.0))
 
     # -- Graphite plaintext (collector.carbon) --
