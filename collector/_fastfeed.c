@@ -12,7 +12,8 @@
  *   kind is fixed: the name cache) with a matching kind, into ``buckets`` (epoch second
  *   -> name -> [cnt, sum, mn, mx, kind]) and, unless ``sketches`` is None, a value
  *   sample also into ``sketches`` (minute -> name -> protocol._sketch.Sketch of
- *   ``alpha_bp``, weight 1/rate), through the capsule API of protocol/sketch_capi.h. A
+ *   ``alpha_bp``, weight 1/rate), through the capsule API of protocol/sketch_capi.h;
+ *   a value bucket then holds its minute's sketch too, [cnt, sum, mn, mx, kind, sketch]. A
  *   |g line of a name known as a value is a value sample (gauges came later). It
  *   creates at most ``capacity`` new buckets and sketches together (what
  *   --max-pending-buckets leaves) and says how many it created, so Python keeps its
@@ -425,17 +426,22 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
     }
     PyObject *bucket = PyDict_GetItemWithError(table, name); /* borrowed */
     if (!bucket && PyErr_Occurred()) return -1;
+    /* A value bucket carries its minute's sketch (slot 5): one dict lookup per
+     * metric-second, not per sample. */
+    Py_ssize_t size = sketch_table ? 6 : 5;
     PyObject *sketch = NULL; /* borrowed */
-    if (sketch_table) {
+    if (bucket) {
+        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != size) return 0;
+        if (sketch_table) sketch = PyList_GET_ITEM(bucket, 5);
+    } else if (sketch_table) {
         sketch = PyDict_GetItemWithError(sketch_table, name);
         if (!sketch && PyErr_Occurred()) return -1;
-        if (sketch && Py_TYPE(sketch) != sketch_api->type) return 0;
     }
+    if (sketch && Py_TYPE(sketch) != sketch_api->type) return 0;
     double new_cnt = 0.0, new_sum = 0.0;
     if (!bucket) {
         if (!isfinite(total)) return 0; /* overflow: Python counts it */
     } else {
-        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
         PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
         PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
         if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
@@ -462,7 +468,7 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
     }
 
     if (!bucket) {
-        PyObject *fresh = PyList_New(5);
+        PyObject *fresh = PyList_New(size);
         if (!fresh) return -1;
         PyObject *items[4] = {PyFloat_FromDouble(weight), PyFloat_FromDouble(total),
                               PyFloat_FromDouble(value), NULL};
@@ -480,6 +486,10 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
         for (int i = 0; i < 4; i++) PyList_SET_ITEM(fresh, i, items[i]);
         Py_INCREF(kind);
         PyList_SET_ITEM(fresh, 4, kind);
+        if (sketch) {
+            Py_INCREF(sketch);
+            PyList_SET_ITEM(fresh, 5, sketch);
+        }
         int failed = PyDict_SetItem(table, name, fresh) < 0;
         Py_DECREF(fresh);
         if (failed) return -1;

@@ -68,13 +68,18 @@ def encoded(sketches: Sketches) -> list[tuple[str, str, int, bytes]]:
     return sorted(sketches_to_rows(sketches))
 
 
+def plain(buckets: dict) -> dict:
+    """Buckets without the sketch a value bucket holds (slot 5: compared as bytes)."""
+    return {ts: {name: b[:5] for name, b in table.items()} for ts, table in buckets.items()}
+
+
 def taken_state(taken: Taken) -> tuple:
-    return taken.buckets, encoded(taken.sketches)
+    return plain(taken.buckets), encoded(taken.sketches)
 
 
 def state(agg: Aggregator, taken: list[Taken]) -> tuple:
     s = agg.stats
-    return ([*map(taken_state, taken), (agg.buckets, encoded(agg.sketches))], held(agg),
+    return ([*map(taken_state, taken), (plain(agg.buckets), encoded(agg.sketches))], held(agg),
             dict(agg.kinds), dict(agg.gauges), s.lines, s.samples, s.tags_ignored,
             dict(s.drops), {k: len(v) for k, v in agg.held.items()})
 

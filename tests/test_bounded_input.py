@@ -89,7 +89,7 @@ def test_a_forgotten_name_leaves_the_fast_path_cache_and_is_learnt_again() -> No
     agg.feed(b"was.counter:5|ms\nwas.counter:7|ms", now)
     assert agg.kinds["was.counter"] == VALUE
     assert agg.stats.drops[Reason.KIND_CONFLICT] == 0
-    assert agg.buckets[now]["was.counter"] == [2.0, 12.0, 5.0, 7.0, VALUE]
+    assert agg.buckets[now]["was.counter"][:5] == [2.0, 12.0, 5.0, 7.0, VALUE]  # 5: sketch
 
 
 def test_a_name_with_a_bucket_not_yet_taken_is_not_forgotten() -> None:
