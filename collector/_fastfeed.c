@@ -523,26 +523,124 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
     return 1;
 }
 
+/* One gauge line of a known gauge: Aggregator.add's gauge rules. The gauge's new
+ * value is the line's, or (a delta of a gauge in ``gauges``) the current value plus
+ * the line's; it is the bucket's sample (weight 1: the rate of a gauge line is
+ * ignored) and the minute's last value (``summaries`` of that minute). Checks first,
+ * as add_sample: overflow, then the cap (a new bucket, a new minute entry). Returns 1
+ * if added, 0 if Python must handle it, -1 on error. */
+static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyObject *name,
+                     PyObject *kind, double value, int delta, Py_ssize_t *created,
+                     Py_ssize_t capacity) {
+    if (delta) {
+        PyObject *current = PyDict_GetItemWithError(gauges, name);
+        if (!current && PyErr_Occurred()) return -1;
+        if (current) {
+            if (!PyFloat_CheckExact(current)) return 0;
+            value = PyFloat_AS_DOUBLE(current) + value;
+        }
+    }
+    if (!isfinite(value)) return 0; /* overflow: Python counts it */
+    PyObject *bucket = PyDict_GetItemWithError(table, name);
+    if (!bucket && PyErr_Occurred()) return -1;
+    double new_sum = value;
+    if (bucket) {
+        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
+        PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
+        PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
+        if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
+            !PyFloat_CheckExact(mx))
+            return 0;
+        new_sum = PyFloat_AS_DOUBLE(sum) + value;
+        if (!isfinite(new_sum) || !isfinite(PyFloat_AS_DOUBLE(cnt) + 1.0)) return 0;
+    }
+    int has_last = PyDict_Contains(summaries, name);
+    if (has_last < 0) return -1;
+    Py_ssize_t needed = (bucket == NULL) + !has_last;
+    if (needed && *created + needed > capacity) return 0; /* overload: Python counts it */
+
+    PyObject *v = PyFloat_FromDouble(value);
+    if (!v) return -1;
+    if (PyDict_SetItem(summaries, name, v) < 0 || PyDict_SetItem(gauges, name, v) < 0) {
+        Py_DECREF(v);
+        return -1;
+    }
+    *created += !has_last;
+    if (!bucket) {
+        PyObject *fresh = PyList_New(5);
+        if (!fresh) {
+            Py_DECREF(v);
+            return -1;
+        }
+        PyObject *one = PyFloat_FromDouble(1.0);
+        if (!one) {
+            Py_DECREF(fresh);
+            Py_DECREF(v);
+            return -1;
+        }
+        PyList_SET_ITEM(fresh, 0, one);
+        Py_INCREF(v);
+        PyList_SET_ITEM(fresh, 1, v);
+        Py_INCREF(v);
+        PyList_SET_ITEM(fresh, 2, v);
+        PyList_SET_ITEM(fresh, 3, v); /* takes our reference */
+        Py_INCREF(kind);
+        PyList_SET_ITEM(fresh, 4, kind);
+        int failed = PyDict_SetItem(table, name, fresh) < 0;
+        Py_DECREF(fresh);
+        if (failed) return -1;
+        (*created)++;
+        return 1;
+    }
+    PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
+    PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
+    PyObject *cnt_obj = PyFloat_FromDouble(PyFloat_AS_DOUBLE(cnt) + 1.0);
+    PyObject *sum_obj = cnt_obj ? PyFloat_FromDouble(new_sum) : NULL;
+    if (!sum_obj) {
+        Py_XDECREF(cnt_obj);
+        Py_DECREF(v);
+        return -1;
+    }
+    PyList_SET_ITEM(bucket, 0, cnt_obj);
+    Py_DECREF(cnt);
+    PyList_SET_ITEM(bucket, 1, sum_obj);
+    Py_DECREF(sum);
+    if (value < PyFloat_AS_DOUBLE(mn)) { /* buckets.merge: both may change (one sample) */
+        Py_INCREF(v);
+        PyList_SET_ITEM(bucket, 2, v);
+        Py_DECREF(mn);
+    }
+    if (value > PyFloat_AS_DOUBLE(mx)) {
+        Py_INCREF(v);
+        PyList_SET_ITEM(bucket, 3, v);
+        Py_DECREF(mx);
+    }
+    Py_DECREF(v);
+    return 1;
+}
+
 static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "feed takes 10 arguments");
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "feed takes 12 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *known = args[5], *buckets = args[6], *sketches = args[8];
+    PyObject *data = args[0], *known = args[5], *buckets = args[6], *summaries = args[8];
+    PyObject *gauges = args[9];
     if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(buckets) ||
-        (sketches != Py_None && !PyDict_CheckExact(sketches))) {
+        !PyDict_CheckExact(summaries) || !PyDict_CheckExact(gauges)) {
         PyErr_SetString(PyExc_TypeError, "feed: bytes and dicts expected");
         return NULL;
     }
-    if (sketches == Py_None) sketches = NULL;
     limits lim;
     if (read_limits(args[2], args[3], args[4], &lim) < 0) return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t capacity = PyLong_AsSsize_t(args[7]);
-    long alpha_bp = PyLong_AsLong(args[9]);
+    long alpha_bp = PyLong_AsLong(args[10]);
     if (PyErr_Occurred()) return NULL;
-    if (sketches && !get_sketch_api()) {
+    int value_sketches = PyObject_IsTrue(args[11]);
+    if (value_sketches < 0) return NULL;
+    if (value_sketches && !get_sketch_api()) {
         PyErr_SetString(PyExc_RuntimeError, "feed: sketches asked for, but "
                                             GF_SKETCH_CAPSULE " cannot be imported");
         return NULL;
@@ -554,8 +652,8 @@ static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     const char *base = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data);
     Py_ssize_t added = 0, created = 0, tagged = 0;
-    PyObject *now_table = NULL;  /* borrowed from buckets, looked up once */
-    PyObject *now_sketches = NULL; /* borrowed from sketches: now's minute */
+    PyObject *now_table = NULL;     /* borrowed from buckets, looked up once */
+    PyObject *now_summaries = NULL; /* borrowed from summaries: now's minute */
     long long now_minute = minute_of(lim.now);
     if (pos < 0) pos = 0;
     while (pos < size) {
@@ -585,14 +683,13 @@ static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         if (line.kind == KIND_GAUGE) {
             /* a |g of a name stored as a value before gauges: a plain value sample */
             int is_value = kind == kind_objects[KIND_VALUE];
-            if (!is_value) {
+            if (!is_value && kind != kind_objects[KIND_GAUGE]) {
                 is_value = PyObject_RichCompareBool(kind, kind_objects[KIND_VALUE], Py_EQ);
                 if (is_value < 0) return NULL;
             }
             if (is_value) line.kind = KIND_VALUE;
         }
-        if (line.kind == KIND_GAUGE || line.kind == KIND_SET)
-            break; /* gauges and sets: Python (Aggregator.add) */
+        if (line.kind == KIND_SET) break; /* sets: Python (Aggregator.add) */
         PyObject *line_kind = kind_objects[line.kind];
         if (kind != line_kind) {
             int same = PyObject_RichCompareBool(kind, line_kind, Py_EQ);
@@ -611,31 +708,34 @@ static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             table = table_for(buckets, ts);
             if (!table) return NULL;
         }
-        PyObject *sketch_table = NULL;
+        PyObject *minute_table = NULL; /* summaries[minute of ts] */
         long long minute = minute_of(ts);
-        if (sketches && line.kind == KIND_VALUE) {
+        if (line.kind == KIND_GAUGE || (line.kind == KIND_VALUE && value_sketches)) {
             if (minute == now_minute) {
-                if (!now_sketches) {
-                    now_sketches = table_for(sketches, now_minute);
-                    if (!now_sketches) return NULL;
+                if (!now_summaries) {
+                    now_summaries = table_for(summaries, now_minute);
+                    if (!now_summaries) return NULL;
                 }
-                sketch_table = now_sketches;
+                minute_table = now_summaries;
             } else {
-                sketch_table = table_for(sketches, minute);
-                if (!sketch_table) return NULL;
+                minute_table = table_for(summaries, minute);
+                if (!minute_table) return NULL;
             }
         }
-        int done = add_sample(table, name, kind, line.value, line.rate, &created,
-                              capacity, sketch_table, (int)alpha_bp);
+        int done = line.kind == KIND_GAUGE
+                       ? add_gauge(table, minute_table, gauges, name, kind, line.value,
+                                   line.delta, &created, capacity)
+                       : add_sample(table, name, kind, line.value, line.rate, &created,
+                                    capacity, minute_table, (int)alpha_bp);
         if (done < 0) return NULL;
         if (done == 0) { /* made for nothing: no empty tables */
             if (PyDict_GET_SIZE(table) == 0) {
                 if (drop_if_empty(buckets, table, ts) < 0) return NULL;
                 if (table == now_table) now_table = NULL;
             }
-            if (sketch_table && PyDict_GET_SIZE(sketch_table) == 0) {
-                if (drop_if_empty(sketches, sketch_table, minute) < 0) return NULL;
-                if (sketch_table == now_sketches) now_sketches = NULL;
+            if (minute_table && PyDict_GET_SIZE(minute_table) == 0) {
+                if (drop_if_empty(summaries, minute_table, minute) < 0) return NULL;
+                if (minute_table == now_summaries) now_summaries = NULL;
             }
             break;
         }

@@ -17,8 +17,10 @@ def feed(
     known: dict[bytes, tuple[str, str]],
     buckets: dict[int, dict[str, list[Any]]],
     capacity: int,
-    sketches: dict[int, dict[str, Any]] | None,
+    summaries: dict[int, dict[str, Any]],
+    gauges: dict[str, float],
     alpha_bp: int,
+    value_sketches: bool,
 ) -> tuple[int, int, int, int]: ...
 def parse_lines(
     data: bytes, now: int, max_age: int, max_len: int

@@ -169,11 +169,12 @@ class Aggregator:
 
         The hot path (a profile of the daemon under UDP load put ~28% of its time in
         building one Sample per line, ~26% in ``add``): parse and aggregate in one pass,
-        no per-line objects, for the counter and value lines of names validated before.
-        With the C accelerator that is every valid unkeyed counter or value line of a
-        known name (any value, rate, tags, |T), sketches included; the pure-Python loop
-        takes only ``name:value|type``. Every other line (first sight of a name, a key
-        prefix, a gauge or set line, anything bad, a conflict, an overflow) goes through
+        no per-line objects, for the lines of names validated before. With the C
+        accelerator that is every valid unkeyed counter, value or gauge line of a
+        known name (any value, rate, tags, |T), sketches and gauge deltas included; the
+        pure-Python loop takes only counter and value lines ``name:value|type``. Every
+        other line (first sight of a name, a key prefix, a set line, in Python a gauge
+        line, anything bad, a conflict, an overflow) goes through
         ``LineParser.parse`` and ``add`` in its turn, so the result is exactly the same
         as parsing the whole datagram first, line order included.
         """
@@ -196,15 +197,18 @@ class Aggregator:
         self, feed_fast: Callable[..., tuple[int, int, int, int]], data: bytes, now: int
     ) -> None:
         """The C accelerator parses every line (the whole grammar, bit for bit that of
-        LineParser) and aggregates the good counter and value lines of known names; it
-        stops at any other line (a new name, a key prefix, a gauge or set, a bad line,
-        a conflict, an overflow, the cap), which the general path handles, counts and
-        learns from, before C goes on."""
+        LineParser) and aggregates the good counter, value and gauge lines of known
+        names (``add``'s rules: sketches, gauge deltas and lasts); it stops at any
+        other line (a new name, a key prefix, a set, a bad line, a conflict, an
+        overflow, the cap), which the general path handles, counts and learns from,
+        before C goes on."""
         size = len(data)
         pos = added = tagged = 0
         known = self._known
         buckets = self.buckets
-        sketches = self.sketches if self.config.sketches else None
+        sketches = self.sketches
+        gauges = self.gauges
+        value_sketches = self.config.sketches
         alpha_bp = self._alpha_bp
         max_len = self.parser.max_line_length
         max_age = self.parser.max_age
@@ -212,7 +216,7 @@ class Aggregator:
         while True:
             pos, count, created, tags = feed_fast(
                 data, pos, now, max_age, max_len, known, buckets, cap - self._pending,
-                sketches, alpha_bp,
+                sketches, gauges, alpha_bp, value_sketches,
             )
             added += count
             tagged += tags

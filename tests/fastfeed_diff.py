@@ -220,25 +220,24 @@ def compare(module: ModuleType, parser: LineParser, data: bytes, now: int = NOW)
 
 
 def exercise_feed(module: ModuleType, data: bytes, known: dict[bytes, tuple[str, str]],
-                  held: dict[int, dict[str, list[Any]]],
-                  sketches: dict[int, dict[str, Any]] | None) -> None:
+                  held: dict[int, dict[str, list[Any]]], summaries: dict[int, dict[str, Any]],
+                  gauges: dict[str, float], value_sketches: bool) -> None:
     """Run the aggregating entry point over ``data``, skipping each line it stops at
     (what Aggregator hands to Python): for the sanitizers, which watch every read.
     That its results equal the general path's is test_fastfeed_differential's job.
-    ``sketches``: the value sketches too (None: protocol._sketch is not importable)."""
+    ``value_sketches``: the value sketches too (only if protocol._sketch imports)."""
     pos = 0
     while pos < len(data):
-        pos = module.feed(data, pos, NOW, MAX_AGE, MAX_LEN, known, held, 1000, sketches,
-                          100)[0]
+        pos = module.feed(data, pos, NOW, MAX_AGE, MAX_LEN, known, held, 1000, summaries,
+                          gauges, 100, value_sketches)[0]
         end = data.find(b"\n", pos)
         pos = len(data) if end < 0 else end + 1
     held_count = sum(len(table) for table in held.values())
-    if sketches is not None:
-        held_count += sum(len(table) for table in sketches.values())
+    held_count += sum(len(table) for table in summaries.values())
     if held_count > 900:
         held.clear()
-        if sketches is not None:
-            sketches.clear()
+        summaries.clear()
+        gauges.clear()
 
 
 def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str, int]:
@@ -249,13 +248,15 @@ def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str
     kinds = ("counter", "value", "gauge", "set", "value")
     known = {f"m{i}".encode(): (f"m{i}", kinds[i % len(kinds)]) for i in range(50)}
     held: dict[int, dict[str, list[Any]]] = {}
-    sketches: dict[int, dict[str, Any]] | None = {} if module.has_sketches() else None
+    summaries: dict[int, dict[str, Any]] = {}
+    gauges: dict[str, float] = {}
+    value_sketches = module.has_sketches()
     checked = 0
     numbers = 0
     while checked < lines:
         chunk = b"\n".join(gen.line() for _ in range(batch))
         checked += compare(module, parser, chunk)
-        exercise_feed(module, chunk, known, held, sketches)
+        exercise_feed(module, chunk, known, held, summaries, gauges, value_sketches)
         nums = [gen.number().encode("utf-8", "surrogatepass") for _ in range(batch)]
         numbers += len(nums)
         compare(module, parser, b"\n".join(b"n:" + n + b"|ms" for n in nums))
