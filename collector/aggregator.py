@@ -238,8 +238,8 @@ class Aggregator:
         """The fused loop in pure Python (without the accelerator, and its fallback).
 
         ``table`` is ``buckets[now]``, made by ``feed`` (the general path adds to it too).
-        A new metric-second (or, for a value with sketches, metric-minute) goes through
-        ``add``, which owns the cap; the loop itself only adds to what exists.
+        A value's new metric-second (with sketches) goes through ``add``, which finds
+        or makes its minute's sketch.
         """
         known = self._known
         kind_by_type = KIND_BY_TYPE
@@ -280,8 +280,15 @@ class Aggregator:
                 continue
             bucket = table.get(name)
             if bucket is None:
-                lines += 1
-                self.add(Sample(name, kind, value, 1.0, None, None), now)
+                if (sketches_on and kind == VALUE) or (
+                        self._pending >= self.config.max_pending_buckets):
+                    # a bucket with its sketch (add finds or makes it), or the cap
+                    lines += 1
+                    self.add(Sample(name, kind, value, 1.0, None, None), now)
+                    continue
+                table[name] = [1.0, value, value, value, kind]
+                self._pending += 1
+                added += 1
                 continue
             total = bucket[1] + value
             if total - total != 0.0:  # inf: buckets.is_finite_bucket, inline

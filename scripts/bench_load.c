@@ -85,7 +85,7 @@ static int make_line(char *out, const char *prefix, long i, double *weight) {
         switch ((r >> 8) % 3) {
         case 0: return sprintf(out, "%s.m.%05ld:abc|c\n", prefix, i);
         case 1: return sprintf(out, "%s..m.%05ld:1|c\n", prefix, i);
-        default: return sprintf(out, "%s.m.%05ld:1|s\n", prefix, i);
+        default: return sprintf(out, "%s.m.%05ld:1|q\n", prefix, i); /* unknown type (|s is a set) */
         }
     }
     int len;
