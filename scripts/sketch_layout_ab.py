@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""A/B, side by side in one run: the storage layout of per-minute quantile sketches
+(issue #11), measured against MariaDB.
+
+    .venv/bin/python scripts/sketch_layout_ab.py            # ~3 minutes
+    .venv/bin/python scripts/sketch_layout_ab.py --quick    # ~1 minute, fewer timers
+    .venv/bin/python scripts/sketch_layout_ab.py --json > layout.json
+
+- rows: ``sketch_bins_1m(metric_id, ts, bin SMALLINT, cnt DOUBLE, PRIMARY KEY(metric_id,
+  ts, bin))``; a flush upserts each timer's delta bins additively
+  (``cnt = cnt + VALUES(cnt)``), UPSERT_CHUNK rows a statement as store/mysql.py writes
+  points (multi-row text of numbers we made), one transaction a flush.
+- blobs: ``sketch_1m(metric_id, ts, data MEDIUMBLOB, PRIMARY KEY(metric_id, ts))``; a
+  flush, in one transaction, locks its keys in primary-key order (SELECT ... ORDER BY
+  metric_id FOR UPDATE), merges each stored blob with its delta (from_bytes, merge_bytes,
+  to_bytes: protocol.summary.merge's value branch) and upserts them, UPSERT_CHUNK rows a
+  statement (hex literals).
+
+Workload: timers with lognormal latencies in ms (mu 3, sigma 1: median 20 ms), rounded to
+six decimals as pystatsd's ``%0.6f|ms`` sends them, at 1, 100 and 10,000 samples per
+second per timer; 60 flushes (one simulated minute, flushed every second as the
+collector does), each carrying every timer's delta of that second for the minute. The
+samples are drawn with numpy and binned ahead of the timed part (each layout gets its
+input in its own form: rows the (bin, count) pairs, blobs each delta's Sketch bytes,
+built with Sketch.add(bin value, count): the bins the collector would make).
+
+After the minute: rows and bytes per metric-minute (InnoDB data_length + index_length
+after ANALYZE TABLE; the bytes of the records in the table's pages, from
+INNODB_BUFFER_PAGE; and the raw payload: rows x 26 bytes or 16 bytes + blob length);
+flush throughput (delta bins and rows written per second of flush); then one timer's
+minute is copied over the rest of its UTC day (and merged into 24 hour rows) and p99 is
+read + merged + computed over 1 hour (60 minute rows), 1 day (1,440 minute rows) and
+1 day from hour rows (24), median of several runs. Every sketch implementation found
+(protocol.sketch, the Python reference; protocol._sketch, the C version, when built)
+runs the blob flush and the queries. A ``gf_bench_<hex>_layout`` database is created on
+``--mysql-url`` and dropped at the end. docs/sketches-layout.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import signal
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "benchlib"))
+from mysql_bench import admin, bench_database, log, settle  # noqa: E402
+
+import protocol.sketch as sketch_module  # noqa: E402
+from protocol.sketch import DEFAULT_ALPHA_BP, bin_key, bin_value, ln_gamma  # noqa: E402
+from store.mysql import UPSERT_CHUNK  # noqa: E402
+
+MU, SIGMA = 3.0, 1.0  # lognormal ms: median e^3 = 20 ms, p99 ~ 205 ms
+DAY_START = 1_700_006_400  # a UTC midnight
+MINUTE = DAY_START + 86_400 - 60  # the flushed minute: the day's last
+CASES = ((1, 2000), (100, 200), (10_000, 50))  # (samples/s per timer, timers)
+QUICK_CASES = ((1, 500), (100, 50), (10_000, 10))
+IN_CHUNK = 500  # ids per IN (...), as store/mysql.py reads them
+SETTLE = 15.0  # seconds to wait for MariaDB to write back earlier pages (a shared server
+# may never get below mysql_bench.settle's 2% dirty: then it goes on after this)
+ROW_PAYLOAD = 8 + 8 + 2 + 8  # metric_id BIGINT, ts BIGINT, bin SMALLINT, cnt DOUBLE
+BLOB_KEY = 8 + 8  # metric_id, ts
+KEY_SPAN = 1 << 16  # (timer, bin) packed into one int64 for np.unique
+ROWS_HEAD = "INSERT INTO sketch_bins_1m (metric_id, ts, bin, cnt) VALUES "
+ROWS_TAIL = " ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt)"
+BLOB_HEAD = "INSERT INTO sketch_1m (metric_id, ts, data) VALUES "
+BLOB_TAIL = " ON DUPLICATE KEY UPDATE data = VALUES(data)"
+TABLES = {
+    "rows": ("sketch_bins_1m", "sketch_bins_1h"),
+    "blobs": ("sketch_1m", "sketch_1h"),
+}
+BINS_DDL = ("CREATE TABLE {} (metric_id BIGINT NOT NULL, ts BIGINT NOT NULL, "
+            "bin SMALLINT NOT NULL, cnt DOUBLE NOT NULL, PRIMARY KEY (metric_id, ts, bin)) "
+            "ENGINE=InnoDB")
+BLOB_DDL = ("CREATE TABLE {} (metric_id BIGINT NOT NULL, ts BIGINT NOT NULL, "
+            "data MEDIUMBLOB NOT NULL, PRIMARY KEY (metric_id, ts)) ENGINE=InnoDB")
+QUERIES = {  # label: (table level, start, end)
+    "1h": (0, MINUTE - 3540, MINUTE + 60),
+    "1d": (0, DAY_START, DAY_START + 86_400),
+    "1d_hours": (1, DAY_START, DAY_START + 86_400),
+}
+
+
+def implementations() -> dict[str, Any]:
+    """Sketch classes to measure: the Python reference (protocol.sketch.PySketch; Sketch
+    before the C version landed), and the C type (protocol._sketch) when it is built."""
+    reference = getattr(sketch_module, "PySketch", sketch_module.Sketch)
+    found: dict[str, Any] = {"py": reference}
+    with contextlib.suppress(ImportError):
+        found["c"] = importlib.import_module("protocol._sketch").Sketch
+    return found
+
+
+@dataclass
+class Flush:
+    """One second's deltas, in each layout's form."""
+
+    rows: list[tuple[int, int, int, float]]  # (metric_id, ts, bin, count), PK order
+    blobs: list[tuple[int, bytes]]  # (metric_id, delta Sketch bytes), id order
+
+
+def workload(rate: int, timers: int, seed: int) -> list[Flush]:
+    Sketch = sketch_module.Sketch  # the fastest built: every one makes the same bytes
+    rng = np.random.default_rng(seed)
+    ln_g = ln_gamma(DEFAULT_ALPHA_BP)
+    ids = np.arange(1, timers + 1, dtype=np.int64)[:, None]
+    flushes = []
+    seen: set[int] = set()
+    for _second in range(60):
+        values = np.round(rng.lognormal(MU, SIGMA, size=(timers, rate)), 6)
+        assert values.min() >= 1e-6
+        keys = np.ceil(np.log(values) / ln_g).astype(np.int64)
+        assert keys.min() > -32768 and keys.max() < 32768  # SMALLINT
+        packed, counts = np.unique(ids * KEY_SPAN + keys + KEY_SPAN // 2, return_counts=True)
+        metric_ids = (packed // KEY_SPAN).tolist()
+        bins = (packed % KEY_SPAN - KEY_SPAN // 2).tolist()
+        weights = counts.astype(np.float64).tolist()
+        rows = [(m, MINUTE, k, w) for m, k, w in zip(metric_ids, bins, weights, strict=True)]
+        blobs: list[tuple[int, bytes]] = []
+        sketch, current = Sketch(), metric_ids[0]
+        for m, k, w in zip(metric_ids, bins, weights, strict=True):
+            if m != current:
+                blobs.append((current, sketch.to_bytes()))
+                sketch, current = Sketch(), m
+            sketch.add(bin_value(k, ln_g), w)
+            seen.add(k)
+        blobs.append((current, sketch.to_bytes()))
+        flushes.append(Flush(rows, blobs))
+    # A bin's representative value falls in that bin: the deltas hold the drawn bins.
+    assert all(bin_key(bin_value(k, ln_g), ln_g) == k for k in seen)
+    return flushes
+
+
+def flush_rows(conn: Any, flush: Flush) -> None:
+    rows = flush.rows
+    with conn.cursor() as cursor:
+        cursor.execute("BEGIN")
+        for start in range(0, len(rows), UPSERT_CHUNK):
+            values = ",".join(["(%d,%d,%d,%r)" % row  # noqa: UP031 (as store/mysql.py)
+                               for row in rows[start : start + UPSERT_CHUNK]])
+            cursor.execute(ROWS_HEAD + values + ROWS_TAIL)
+        cursor.execute("COMMIT")
+
+
+def merger(sketch_class: Any) -> Callable[[bytes | None, bytes], bytes]:
+    """protocol.summary.merge's value branch, with the class under test."""
+
+    def merge(stored: bytes | None, delta: bytes) -> bytes:
+        if stored is None:
+            sketch_class.from_bytes(delta)  # validated: never store what cannot be read
+            return delta
+        sketch = sketch_class.from_bytes(stored)
+        sketch.merge_bytes(delta)
+        return bytes(sketch.to_bytes())
+
+    return merge
+
+
+def flush_blobs(conn: Any, flush: Flush, merge: Callable[[bytes | None, bytes], bytes]) -> float:
+    """One flush of blobs; returns the seconds spent merging (CPU, between the lock and
+    the upsert)."""
+    deltas = flush.blobs
+    with conn.cursor() as cursor:
+        cursor.execute("BEGIN")
+        stored: dict[int, bytes] = {}
+        for start in range(0, len(deltas), IN_CHUNK):
+            chunk = [m for m, _d in deltas[start : start + IN_CHUNK]]
+            marks = ",".join(["%s"] * len(chunk))
+            cursor.execute(f"SELECT metric_id, data FROM sketch_1m WHERE ts = %s AND "
+                           f"metric_id IN ({marks}) ORDER BY metric_id FOR UPDATE",
+                           (MINUTE, *chunk))
+            stored.update(cursor.fetchall())
+        started = time.perf_counter()
+        rows = [(m, MINUTE, merge(stored.get(m), delta)) for m, delta in deltas]
+        merging = time.perf_counter() - started
+        for start in range(0, len(rows), UPSERT_CHUNK):
+            # Hex literals of bytes we made: executemany's escaping in pymysql took ~8 us
+            # a blob here, bytes.hex() a fraction of that (and no injection path).
+            values = ",".join([f"({m},{ts},0x{data.hex()})"
+                               for m, ts, data in rows[start : start + UPSERT_CHUNK]])
+            cursor.execute(BLOB_HEAD + values + BLOB_TAIL)
+        cursor.execute("COMMIT")
+    return merging
+
+
+def run_flushes(conn: Any, flushes: list[Flush], write: Callable[[Flush], float | None],
+                rows_per_flush: Callable[[Flush], int]) -> dict[str, float]:
+    times, merging = [], 0.0
+    for flush in flushes:
+        started = time.perf_counter()
+        merging += write(flush) or 0.0
+        times.append(time.perf_counter() - started)
+    total = sum(times)
+    bins = sum(len(f.rows) for f in flushes)
+    rows = sum(rows_per_flush(f) for f in flushes)
+    return {"bins_per_s": bins / total, "rows_per_s": rows / total,
+            "ms_per_flush": statistics.median(times) * 1e3,
+            "merge_ms_per_flush": merging / len(flushes) * 1e3, "seconds": total}
+
+
+def sizes(conn: Any, database: str, table: str, metric_minutes: int) -> dict[str, float]:
+    with conn.cursor() as cursor:
+        cursor.execute(f"ANALYZE TABLE {table}")
+        cursor.fetchall()
+        cursor.execute("SELECT data_length + index_length FROM information_schema.tables "
+                       "WHERE table_schema = %s AND table_name = %s", (database, table))
+        innodb = int(cursor.fetchone()[0])
+        # Just written: every page of the table is in the buffer pool.
+        cursor.execute("SELECT COUNT(*), SUM(data_size) FROM information_schema.innodb_buffer_page "
+                       "WHERE table_name = %s", (f"`{database}`.`{table}`",))
+        pages, records = cursor.fetchone()
+        cursor.execute(f"SELECT COUNT(*) FROM {table}")
+        rows = int(cursor.fetchone()[0])
+        payload_column = (f"COUNT(*) * {ROW_PAYLOAD}" if "bins" in table
+                          else f"SUM(LENGTH(data)) + COUNT(*) * {BLOB_KEY}")
+        cursor.execute(f"SELECT {payload_column} FROM {table}")
+        payload = int(cursor.fetchone()[0])
+    return {"rows": rows / metric_minutes, "innodb": innodb / metric_minutes,
+            "pages": int(pages), "records": int(records or 0) / metric_minutes,
+            "payload": payload / metric_minutes}
+
+
+def fill_day(conn: Any, impl: Any) -> None:
+    """Timer 1's flushed minute copied over the rest of its day, and the day's 24 hour
+    rows (the minute 60 times over) in each layout's hour table."""
+    with conn.cursor() as cursor:
+        cursor.execute("INSERT INTO sketch_bins_1m SELECT metric_id, ts - 60 * seq, bin, cnt "
+                       "FROM sketch_bins_1m, seq_1_to_1439 WHERE metric_id = 1 AND ts = %s",
+                       (MINUTE,))
+        cursor.execute("INSERT INTO sketch_1m SELECT metric_id, ts - 60 * seq, data "
+                       "FROM sketch_1m, seq_1_to_1439 WHERE metric_id = 1 AND ts = %s",
+                       (MINUTE,))
+        cursor.execute("INSERT INTO sketch_bins_1h SELECT metric_id, ts DIV 3600 * 3600, bin, "
+                       "SUM(cnt) FROM sketch_bins_1m WHERE metric_id = 1 GROUP BY 1, 2, 3")
+        cursor.execute("SELECT data FROM sketch_1m WHERE metric_id = 1 AND ts = %s", (MINUTE,))
+        minute = cursor.fetchone()[0]
+        hour = impl.from_bytes(minute)
+        for _ in range(59):
+            hour.merge_bytes(minute)
+        cursor.executemany("INSERT INTO sketch_1h VALUES (1, %s, %s)",
+                           [(DAY_START + 3600 * h, bytes(hour.to_bytes())) for h in range(24)])
+
+
+def p99_rows(cursor: Any, impl: Any, table: str, start: int, end: int) -> float:
+    """The server adds the bins (GROUP BY bin); the sketch is built from the sums."""
+    cursor.execute(f"SELECT bin, SUM(cnt) FROM {table} WHERE metric_id = 1 AND ts >= %s "
+                   "AND ts < %s GROUP BY bin", (start, end))
+    ln_g = ln_gamma(DEFAULT_ALPHA_BP)
+    sketch = impl(DEFAULT_ALPHA_BP)
+    for key, weight in cursor.fetchall():
+        sketch.add(bin_value(key, ln_g), float(weight))
+    return float(sketch.quantile(0.99))
+
+
+def p99_blobs(cursor: Any, impl: Any, table: str, start: int, end: int) -> float:
+    cursor.execute(f"SELECT data FROM {table} WHERE metric_id = 1 AND ts >= %s AND ts < %s "
+                   "ORDER BY ts", (start, end))
+    blobs = cursor.fetchall()
+    sketch = impl.from_bytes(blobs[0][0])
+    for (blob,) in blobs[1:]:
+        sketch.merge_bytes(blob)
+    return float(sketch.quantile(0.99))
+
+
+def query_times(conn: Any, layout: str, impl: Any, runs: int) -> tuple[dict[str, float],
+                                                                        dict[str, float]]:
+    read = p99_rows if layout == "rows" else p99_blobs
+    times, answers = {}, {}
+    with conn.cursor() as cursor:
+        for label, (level, start, end) in QUERIES.items():
+            table = TABLES[layout][level]
+            answers[label] = read(cursor, impl, table, start, end)  # warm: not timed
+            timings = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                read(cursor, impl, table, start, end)
+                timings.append((time.perf_counter() - started) * 1e3)
+            times[label] = statistics.median(timings)
+    return times, answers
+
+
+def run_case(url: str, database: str, rate: int, timers: int, runs: int,
+             impls: dict[str, Any]) -> dict[str, Any]:
+    log(f"{rate:,}/s x {timers:,} timers: drawing {rate * timers * 60:,} samples")
+    flushes = workload(rate, timers, seed=rate)
+    metric_minutes = timers
+    conn = admin(url)  # autocommit: each flush is its own BEGIN ... COMMIT
+    out: dict[str, Any] = {"rate": rate, "timers": timers, "layouts": {}}
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"USE {database}")
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")  # as store
+            for minute_table, hour_table in TABLES.values():
+                for table in (minute_table, hour_table):
+                    cursor.execute(f"DROP TABLE IF EXISTS {table}")
+                    cursor.execute((BINS_DDL if "bins" in table else BLOB_DDL).format(table))
+        settle(url, SETTLE)
+        rows = run_flushes(conn, flushes, lambda f: flush_rows(conn, f), lambda f: len(f.rows))
+        log(f"  rows:  {rows['bins_per_s']:,.0f} bins/s, {rows['ms_per_flush']:.1f} ms a flush")
+        out["layouts"]["rows"] = {"flush": rows,
+                                  "size": sizes(conn, database, "sketch_bins_1m", metric_minutes)}
+        final: dict[str, list[bytes]] = {}
+        for name, impl in impls.items():
+            with conn.cursor() as cursor:
+                cursor.execute("TRUNCATE TABLE sketch_1m")
+            settle(url, SETTLE)
+            merge = merger(impl)
+            blobs = run_flushes(conn, flushes, lambda f, m=merge: flush_blobs(conn, f, m),
+                                lambda f: len(f.blobs))
+            log(f"  blobs ({name}): {blobs['bins_per_s']:,.0f} bins/s, "
+                f"{blobs['ms_per_flush']:.1f} ms a flush ({blobs['merge_ms_per_flush']:.1f} "
+                "merging)")
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT data FROM sketch_1m ORDER BY metric_id")
+                final[name] = [row[0] for row in cursor.fetchall()]
+            out["layouts"][f"blobs_{name}"] = {"flush": blobs}
+        assert len({tuple(v) for v in final.values()}) == 1, "implementations stored other bytes"
+        size = sizes(conn, database, "sketch_1m", metric_minutes)
+        for name in impls:
+            out["layouts"][f"blobs_{name}"]["size"] = size
+        fill_day(conn, impls["py"])
+        settle(url, SETTLE)
+        answers = {}
+        for key, layout, impl in [("rows", "rows", impls["py"]),
+                                  *((f"blobs_{n}", "blobs", i) for n, i in impls.items())]:
+            times, answers[key] = query_times(conn, layout, impl, runs)
+            out["layouts"][key]["query_ms"] = times
+        out["p99_agree"] = len({json.dumps(a, sort_keys=True) for a in answers.values()}) == 1
+        out["p99"] = answers["rows"]
+    finally:
+        conn.close()
+    return out
+
+
+def blob_sizes(impls: dict[str, Any]) -> dict[int, dict[str, int]]:
+    """A metric-minute's sketch alone (no database), every sample added (by each
+    implementation: the same bytes)."""
+    rng = np.random.default_rng(7)
+    out = {}
+    for rate, _timers in CASES:
+        values = np.round(rng.lognormal(MU, SIGMA, rate * 60), 6).tolist()
+        made = set()
+        for impl in impls.values():
+            sketch = impl(DEFAULT_ALPHA_BP)
+            for value in values:
+                sketch.add(value)
+            made.add(bytes(sketch.to_bytes()))
+        assert len(made) == 1, "implementations made different bytes"
+        data = made.pop()
+        bins = len(impls["py"].from_bytes(data).positive.bins)  # the reference's store
+        out[rate] = {"samples": rate * 60, "bytes": len(data), "bins": bins}
+    return out
+
+
+LABELS = {"rows": "rows", "blobs_py": "blobs (py)", "blobs_c": "blobs (C)"}
+HEADER = ("case", "layout", "rows/mm", "InnoDB B/mm", "records B/mm", "payload B/mm",
+          "bins/s", "rows/s", "ms/flush", "merge ms", "p99 1h ms", "1d ms", "1d@1h ms")
+
+
+def table(results: list[dict[str, Any]]) -> Iterator[str]:
+    lines = [HEADER]
+    for case in results:
+        label = f"{case['rate']:,}/s x {case['timers']:,}"
+        for key, layout in case["layouts"].items():
+            flush, size, query = layout["flush"], layout["size"], layout["query_ms"]
+            lines.append((label, LABELS[key], f"{size['rows']:,.1f}", f"{size['innodb']:,.0f}",
+                          f"{size['records']:,.0f}", f"{size['payload']:,.0f}",
+                          f"{flush['bins_per_s']:,.0f}", f"{flush['rows_per_s']:,.0f}",
+                          f"{flush['ms_per_flush']:.1f}",
+                          f"{flush['merge_ms_per_flush']:.1f}" if key != "rows" else "-",
+                          f"{query['1h']:.2f}", f"{query['1d']:.1f}", f"{query['1d_hours']:.2f}"))
+            label = ""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    for line in lines:
+        yield "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mysql-url", default="mysql://root@127.0.0.1:3306/")
+    parser.add_argument("--quick", action="store_true", help="fewer timers and runs")
+    parser.add_argument("--runs", type=int, default=0, help="query runs (default 9, quick 3)")
+    parser.add_argument("--json", action="store_true", help="the figures as JSON on stdout")
+    args = parser.parse_args()
+    runs = args.runs or (3 if args.quick else 9)
+    impls = implementations()
+    log("sketch implementations: " + ", ".join(f"{n} ({c.__module__})" for n, c in impls.items()))
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up either way
+    with contextlib.ExitStack() as stack:
+        url, name = bench_database(types.SimpleNamespace(args=args, stack=stack), "layout")
+        if url is None:
+            sys.exit(name)
+        results = [run_case(args.mysql_url, name, rate, timers, runs, impls)
+                   for rate, timers in (QUICK_CASES if args.quick else CASES)]
+    alone = blob_sizes(impls)
+    log(f"done in {time.monotonic() - started:.0f} s")
+    if args.json:
+        print(json.dumps({"cases": results, "blob_alone": alone}, indent=2))
+        return
+    print("mm = metric-minute; flush = one second's deltas of every timer, one transaction; "
+          f"p99 over one timer, median of {runs} runs")
+    for line in table(results):
+        print(line)
+    for case in results:
+        print(f"{case['rate']:,}/s: p99 {case['p99']['1d']:.2f} ms, same in every layout: "
+              f"{'yes' if case['p99_agree'] else 'NO'}")
+    print("a metric-minute's blob alone (every sample added, no database): " + ", ".join(
+        f"{rate:,}/s ({s['samples']:,} samples) {s['bytes']:,} B, {s['bins']} bins"
+        for rate, s in alone.items()))
+
+
+if __name__ == "__main__":
+    main()
