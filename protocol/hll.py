@@ -67,7 +67,8 @@ _LIST_CAPACITY: Final = 7  # a list of 8 coupons becomes a set
 _SET_LG_ARR: Final = range(5, LG_K - 3 + 1)
 _HLL_HEADER: Final = 40
 _HLL_4_BYTES: Final = _K // 2
-_MAX_CUR_MIN: Final = 63 - 15  # a register's value, cur_min + 0..14, stays in 6 bits
+_MAX_CUR_MIN: Final = 63  # a coupon's value has 6 bits: a union's cur_min is at most 63
+_MAX_LG_AUX: Final = LG_K + 1  # the exceptions' hash table: up to k entries at 3/4 load
 _HAS_NIBBLE_15: Final = bytes(
     int(byte & 0x0F == 0x0F or byte >> 4 == 0x0F) for byte in range(256)
 )
@@ -95,7 +96,7 @@ def _check(blob: bytes) -> None:
         if len(blob) != 12 + 4 * count:
             raise ValueError("a bad HyperLogLog set: its length is not its count's")
         return
-    if len(blob) < _HLL_HEADER + _HLL_4_BYTES or blob[4] > LG_K or blob[6] > _MAX_CUR_MIN:
+    if len(blob) < _HLL_HEADER + _HLL_4_BYTES or blob[4] > _MAX_LG_AUX or blob[6] > _MAX_CUR_MIN:
         raise ValueError("a bad HyperLogLog array")
     hip, kxq0, kxq1, at_cur_min, aux_count = _ESTIMATOR.unpack_from(blob, 8)
     if not all(math.isfinite(x) and x >= 0.0 for x in (hip, kxq0, kxq1)):
