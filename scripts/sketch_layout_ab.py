@@ -12,10 +12,11 @@
   (``cnt = cnt + VALUES(cnt)``), UPSERT_CHUNK rows a statement as store/mysql.py writes
   points (multi-row text of numbers we made), one transaction a flush.
 - blobs: ``sketch_1m(metric_id, ts, data MEDIUMBLOB, PRIMARY KEY(metric_id, ts))``; a
-  flush, in one transaction, locks its keys in primary-key order (SELECT ... ORDER BY
-  metric_id FOR UPDATE), merges each stored blob with its delta (from_bytes, merge_bytes,
-  to_bytes: protocol.summary.merge's value branch) and upserts them, UPSERT_CHUNK rows a
-  statement (hex literals).
+  flush, in one transaction, locks its keys in primary-key order, reads the stored blobs,
+  merges each with its delta (from_bytes, merge_bytes, to_bytes: protocol.summary.merge's
+  value branch) and writes them back: the minute level of store/mysql.py's
+  _merge_sketches, with its statements (write_batch also merges the hour level and
+  checks each delta once more: scripts/sketch_flush_bench.py measures all of it).
 
 Workload: timers with lognormal latencies in ms (mu 3, sigma 1: median 20 ms), rounded to
 six decimals as pystatsd's ``%0.6f|ms`` sends them, at 1, 100 and 10,000 samples per
@@ -67,14 +68,13 @@ from mysql_bench import admin, bench_database, log, settle  # noqa: E402
 
 import protocol.sketch as sketch_module  # noqa: E402
 from protocol.sketch import DEFAULT_ALPHA_BP, bin_key, bin_value, ln_gamma  # noqa: E402
-from store.mysql import UPSERT_CHUNK  # noqa: E402
+from store.mysql import SKETCH_CHUNK, UPSERT_CHUNK, _sketch_statements  # noqa: E402
 
 MU, SIGMA = 3.0, 1.0  # lognormal ms: median e^3 = 20 ms, p99 ~ 205 ms
 DAY_START = 1_700_006_400  # a UTC midnight
 MINUTE = DAY_START + 86_400 - 60  # the flushed minute: the day's last
 CASES = ((1, 2000), (100, 200), (10_000, 50))  # (samples/s per timer, timers)
 QUICK_CASES = ((1, 500), (100, 50), (10_000, 10))
-IN_CHUNK = 500  # ids per IN (...), as store/mysql.py reads them
 SETTLE = 5.0  # seconds to wait for MariaDB to write back earlier pages (a shared server
 # may never get below mysql_bench.settle's 2% dirty: then it goes on after this)
 ROW_PAYLOAD = 8 + 8 + 2 + 8  # metric_id BIGINT, ts BIGINT, bin SMALLINT, cnt DOUBLE
@@ -84,7 +84,6 @@ KEY_SPAN = 1 << 16  # (timer, bin) packed into one int64 for np.unique
 ROWS_HEAD = "INSERT INTO sketch_bins_1m (metric_id, ts, bin, cnt) VALUES "
 ROWS_TAIL = " ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt)"
 BLOB_HEAD = "INSERT INTO sketch_1m (metric_id, ts, data) VALUES "
-BLOB_TAIL = " ON DUPLICATE KEY UPDATE data = VALUES(data)"
 TABLES = {
     "rows": ("sketch_bins_1m", "sketch_bins_1h"),
     "blobs": ("sketch_1m", "sketch_1h"),
@@ -178,28 +177,29 @@ def merger(sketch_class: Any) -> Callable[[bytes | None, bytes], bytes]:
 
 def flush_blobs(conn: Any, flush: Flush, *,
                 merge: Callable[[bytes | None, bytes], bytes]) -> float:
-    """One flush of blobs; returns the seconds spent merging (CPU, between the lock and
-    the upsert)."""
+    """One flush of blobs, the minute level of store/mysql.py's _merge_sketches: an
+    upsert of empty placeholders X-locks every key in primary-key order, the missing ones
+    by creating them (SELECT ... FOR UPDATE locks nothing there under READ COMMITTED),
+    the keys that existed are read, merged and written back (_sketch_statements). Returns
+    the seconds spent merging (CPU, between the read and the write)."""
     deltas = flush.blobs
     with conn.cursor() as cursor:
         cursor.execute("BEGIN")
         stored: dict[int, bytes] = {}
-        for start in range(0, len(deltas), IN_CHUNK):
-            chunk = [m for m, _d in deltas[start : start + IN_CHUNK]]
-            marks = ",".join(["%s"] * len(chunk))
-            cursor.execute(f"SELECT metric_id, data FROM sketch_1m WHERE ts = %s AND "
-                           f"metric_id IN ({marks}) ORDER BY metric_id FOR UPDATE",
-                           (MINUTE, *chunk))
-            stored.update(cursor.fetchall())
+        for start in range(0, len(deltas), SKETCH_CHUNK):
+            chunk = [m for m, _d in deltas[start : start + SKETCH_CHUNK]]
+            cursor.execute(BLOB_HEAD + ",".join([f"({m},{MINUTE},'')" for m in chunk])
+                           + " ON DUPLICATE KEY UPDATE data = data")
+            if cursor.rowcount < len(chunk):  # 1 a key created, 0 a key that existed
+                keys = ",".join([f"({m},{MINUTE})" for m in chunk])
+                cursor.execute(f"SELECT metric_id, data FROM sketch_1m "
+                               f"WHERE (metric_id, ts) IN ({keys})")
+                stored.update(cursor.fetchall())
         started = time.perf_counter()
-        rows = [(m, MINUTE, merge(stored.get(m), delta)) for m, delta in deltas]
+        rows = [(m, MINUTE, merge(stored.get(m) or None, delta)) for m, delta in deltas]
         merging = time.perf_counter() - started
-        for start in range(0, len(rows), UPSERT_CHUNK):
-            # Hex literals of bytes we made: executemany's escaping in pymysql took ~8 us
-            # a blob here, bytes.hex() a fraction of that (and no injection path).
-            values = ",".join([f"({m},{ts},0x{data.hex()})"
-                               for m, ts, data in rows[start : start + UPSERT_CHUNK]])
-            cursor.execute(BLOB_HEAD + values + BLOB_TAIL)
+        for statement in _sketch_statements("sketch_1m", rows):
+            cursor.execute(statement)
         cursor.execute("COMMIT")
     return merging
 
@@ -444,8 +444,9 @@ def main() -> None:
           "TABLE; pages = the table's pages x 16 KiB / mm; records = the bytes of its records "
           "(INNODB_BUFFER_PAGE.DATA_SIZE) / mm; payload = rows x 26 B or 16 B + blob length.")
     print(f"flush = one second's deltas of every timer, one transaction (the best of {rounds} "
-          "minutes: median ms; bins and rows per second of flushing); timers/1s = timers "
-          "one flusher keeps up with at this rate (timers x 1000 / ms a flush: linear); "
+          "round(s) of a minute each: median ms; bins and rows per second of flushing); "
+          "timers/1s = timers one flusher keeps up with at this rate (timers x 1000 / ms a "
+          "flush: linear); "
           f"p99 of one timer, read + merge + quantile, median of {runs} runs. "
           f"Load average at the start: {load}.")
     print()
