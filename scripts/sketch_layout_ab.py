@@ -2,8 +2,8 @@
 """A/B, side by side in one run: the storage layout of per-minute quantile sketches
 (issue #11), measured against MariaDB.
 
-    .venv/bin/python scripts/sketch_layout_ab.py            # ~5 minutes
-    .venv/bin/python scripts/sketch_layout_ab.py --quick    # ~2 minutes: fewer timers,
+    .venv/bin/python scripts/sketch_layout_ab.py            # ~3 minutes
+    .venv/bin/python scripts/sketch_layout_ab.py --quick    # ~1.5 minutes: fewer timers,
                                                             # one round, 3 query runs
     .venv/bin/python scripts/sketch_layout_ab.py --json > layout.json
 
