@@ -1,7 +1,8 @@
 """Retention: delete expired points in small chunks while ingest goes on.
 
 Every ``retention_interval`` the collector runs one pass over each level (points_1s
-for ``retention_raw``, the rollups points_1m and points_1h for theirs):
+for ``retention_raw``, the rollups points_1m and points_1h for theirs, and the
+summaries sketch_1m and sketch_1h for those of the point level of their step):
 ``delete_points_before`` (at most ``retention_chunk`` rows per metric per statement,
 each statement its own short transaction) until it finds nothing more, resting after
 each call as long as the call took, so retention takes at most about half of one
@@ -20,6 +21,7 @@ from typing import Final
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
 from store.base import Store, StoreError
+from store.rollups import SKETCH_LEVELS, SKETCH_RETENTION
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,16 @@ FLUSH_RECORD_SLACK: Final = 86_400
 
 
 def retention_levels(config: CollectorConfig) -> list[tuple[str, int]]:
-    """(table, seconds kept) for each level, raw first."""
-    return [
+    """(table, seconds kept) for each level, raw first. A minute's (hour's) summary is
+    kept as long as its points_1m (points_1h) row: a percentile answers wherever the
+    count does."""
+    points = [
         ("points_1s", config.retention_raw),
         ("points_1m", config.retention_1m),
         ("points_1h", config.retention_1h),
     ]
+    keep = dict(points)
+    return points + [(table, keep[SKETCH_RETENTION[table]]) for table, _ in SKETCH_LEVELS]
 
 
 async def retention_pass(

@@ -619,7 +619,8 @@ def quarantine_replay(ids: tuple[str, ...], **params: Any) -> None:
                     click.echo(f"{b.id}: refused again: {exc}", err=True)
                     continue
                 await held.remove(b.id)
-                click.echo(f"{b.id}: {result.rows} row(s) written" if result.applied
+                sketches = f", {result.sketches} sketch(es)" if result.sketches else ""
+                click.echo(f"{b.id}: {result.rows} row(s){sketches} written" if result.applied
                            else f"{b.id}: applied before; removed")
         finally:
             await held.close()

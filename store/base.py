@@ -30,8 +30,9 @@ SketchRow = tuple[str, Kind, int, bytes]
 
 
 class Batch(NamedTuple):
-    """One flush. (writer_id, seq) is recorded in the same transaction as the points,
-    so a batch retried after an ambiguous failure is applied exactly once."""
+    """One flush. (writer_id, seq) is recorded in the same transaction as the points
+    and the sketches, so a batch retried after an ambiguous failure is applied exactly
+    once."""
 
     writer_id: str
     seq: int
@@ -39,10 +40,16 @@ class Batch(NamedTuple):
     sketches: Sequence[SketchRow] = ()
 
 
+def batch_rows(batch: Batch) -> int:
+    """The rows of a batch as the writer and the spool count them: points and sketches."""
+    return len(batch.points) + len(batch.sketches)
+
+
 class WriteResult(NamedTuple):
     applied: bool  # False: this (writer_id, seq) had been applied already
     rows: int  # point rows upserted
-    conflicts: dict[str, Kind]  # name -> the stored kind, for points of the other kind (dropped)
+    conflicts: dict[str, Kind]  # name -> the stored kind, for rows of the other kind (dropped)
+    sketches: int = 0  # SketchRows merged (each into sketch_1m and sketch_1h)
 
 
 class MetricInfo(NamedTuple):
@@ -209,7 +216,13 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def write_batch(self, batch: Batch) -> WriteResult:
-        """Create unknown metrics, then upsert the points additively in one transaction."""
+        """Create unknown metrics, then upsert the points additively and merge the
+        sketches (protocol.summary.merge, into sketch_1m and sketch_1h) in one
+        transaction with the batch's flush record.
+
+        Rows whose name is stored with another kind are dropped (``conflicts``). A
+        SketchRow of a counter, or whose data is not a summary of its kind, raises
+        StoreError (permanent: the durable writer isolates it)."""
         ...
 
     async def get_metric(self, name: str) -> MetricInfo | None: ...
@@ -238,6 +251,28 @@ class Store(Protocol):
         ``sumSeries`` of many counters reads one row per bucket, not one per series."""
         ...
 
+    async def read_sketches(
+        self, metric_id: int, kind: Kind, start: int, end: int, interval: int
+    ) -> list[tuple[int, bytes]]:
+        """One merged summary (protocol.summary.merge by ``kind``) per non-empty bucket
+        of ``interval`` seconds over ``[align(start), end)``: (bucket start, data),
+        ascending. ``interval`` must be a multiple of 60 (else ValueError). Whole hours
+        come from sketch_1h when the interval is a multiple of 3600, the rest from
+        sketch_1m; a stored minute (hour) counts when it starts before ``end``."""
+        ...
+
+    async def read_sketches_merged(
+        self, metric_ids: Sequence[int], kind: Kind, start: int, end: int, interval: int
+    ) -> list[tuple[int, bytes]]:
+        """``read_sketches`` of several metrics (of one kind) merged into one summary
+        per bucket: a Graphite ``sumSeries`` of timers' percentiles."""
+        ...
+
+    async def gauge_lasts(self) -> dict[str, float]:
+        """name -> the last value of every gauge that has one (its newest sketch_1m
+        row); unreadable values are left out. The collector restores gauges from it."""
+        ...
+
     async def create_key(
         self, name: str, key_hash: str, display_prefix: str, scopes: tuple[str, ...],
         rate_limit: str | None, now: int,
@@ -257,7 +292,8 @@ class Store(Protocol):
         """Delete up to ``chunk`` rows per metric older than ``before``; return rows deleted.
 
         ``table`` is the level: points_1s (raw), points_1m or points_1h (rollups, see
-        store.rollups.LEVELS); anything else raises ValueError.
+        store.rollups.LEVELS), sketch_1m or sketch_1h (store.rollups.SKETCH_LEVELS);
+        anything else raises ValueError.
 
         Small primary-key-ordered chunks per metric so concurrent flushes never wait long.
         """

@@ -1,10 +1,13 @@
-"""The one durable writer: every batch of points, the collector's flushes and the HTTP
-service's group commits alike, reaches the database through a DurableWriter, once.
+"""The one durable writer: every batch of points (and of the sketches of their
+metric-minutes), the collector's flushes and the HTTP service's group commits alike,
+reaches the database through a DurableWriter, once. "Rows" below are both.
 
 One error policy (``is_transient``), applied to every write and every replay:
 
 - **transient** (``StoreUnavailable``: the database unreachable, a connection lost, even
-  during COMMIT; or a write past its timeout): the database may take the batch later.
+  during COMMIT, a deadlock or lock wait timeout that outlived the store's own retries
+  (MySQL 1213, 1205: store.mysql maps them to StoreUnavailable); or a write past its
+  timeout): the database may take the batch later.
   It is retried with capped, jittered exponential backoff. Once writes have failed for
   ``spool_after`` seconds, or memory holds ``max_pending_rows`` rows, or someone waits
   for the batch (an HTTP request: it is acknowledged once durable, and must not wait out
@@ -42,12 +45,20 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from protocol.names import Kind
-from store.base import Batch, PointRow, StoreError, StoreUnavailable, WriteResult
+from store.base import (
+    Batch,
+    PointRow,
+    SketchRow,
+    StoreError,
+    StoreUnavailable,
+    WriteResult,
+    batch_rows,
+)
 from store.spool import Quarantine, Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -124,12 +135,13 @@ class WriterStats:
     flushes: int = 0  # batches written to the store
     flush_failures: int = 0  # writes that failed (transient: retried)
     flush_duplicates: int = 0  # batches found already applied on retry
-    rows_flushed: int = 0
+    rows_flushed: int = 0  # point rows (WriteResult.rows)
+    sketches_flushed: int = 0  # sketch rows merged (WriteResult.sketches)
     last_flush_seconds: float = 0.0
     flush_seconds_max: float = 0.0  # slowest successful write since start
     flush_timeouts: int = 0  # writes abandoned after their timeout (then retried)
     pending_batches: int = 0  # gauge: batches in memory waiting for the database
-    pending_rows: int = 0  # gauge: their rows
+    pending_rows: int = 0  # gauge: their rows (here and below: points and sketches)
     spooled_batches: int = 0  # batches written to the local spool
     spooled_rows: int = 0
     spool_replayed_batches: int = 0  # spooled batches written to the database since
@@ -151,8 +163,14 @@ class Outcome(NamedTuple):
 
     result: WriteResult  # a spooled batch: applied, all rows, no conflicts (found later)
     spooled: bool
-    # (name, ts) of rows refused for good: quarantined, or dropped without a quarantine
+    # (name, ts) of points refused for good: quarantined, or dropped without a quarantine
     refused: frozenset[tuple[str, int]]
+    # (name, ts) of SketchRows refused for good (ts: their minute), the same way
+    refused_sketches: frozenset[tuple[str, int]] = frozenset()
+
+
+Refused = tuple[frozenset[tuple[str, int]], frozenset[tuple[str, int]]]  # points, sketches
+NOTHING_REFUSED: Final[Refused] = (frozenset(), frozenset())
 
 
 @dataclass(eq=False)
@@ -222,12 +240,15 @@ class DurableWriter:
 
     # -- producers ---------------------------------------------------------------
 
-    def submit(self, points: list[PointRow]) -> None:
-        """Queue a batch nobody waits for (a collector flush)."""
-        if points:
-            self._queue(_Pending(self._next_batch(points)))
+    def submit(self, points: list[PointRow], sketches: Sequence[SketchRow] = ()) -> None:
+        """Queue a batch nobody waits for (a collector flush): its points and the
+        summaries of its metric-minutes (store.base.SketchRow)."""
+        if points or sketches:
+            self._queue(_Pending(self._next_batch(points, sketches)))
 
-    async def commit(self, points: list[PointRow]) -> Outcome:
+    async def commit(
+        self, points: list[PointRow], sketches: Sequence[SketchRow] = ()
+    ) -> Outcome:
         """Queue a batch and wait until it is durable: written, spooled (when the store
         is down) or, for rows the store refuses for good, quarantined.
 
@@ -237,7 +258,7 @@ class DurableWriter:
         """
         if self._closing:
             raise StoreUnavailable("shutting down")
-        batch = self._next_batch(points)
+        batch = self._next_batch(points, sketches)
         if (self._failing_since is not None and not self._spool_usable()
                 and time.monotonic() < self._retry_at):
             # The database is failing and the spool cannot take more (full, broken,
@@ -257,9 +278,10 @@ class DurableWriter:
                                        f"take the points ({exc})") from exc
             else:
                 self.stats.spooled_batches += 1
-                self.stats.spooled_rows += len(points)
+                self.stats.spooled_rows += batch_rows(batch)
                 self.update_gauges()
-                return Outcome(WriteResult(True, len(points), {}), True, frozenset())
+                return Outcome(WriteResult(True, len(points), {}, len(sketches)), True,
+                               frozenset())
         entry = _Pending(batch, asyncio.get_running_loop().create_future(),
                          late=self._failing_since is not None)
         self._queue(entry)
@@ -267,13 +289,13 @@ class DurableWriter:
         # shield: a client that disconnects must not cancel the batch it shares
         return await asyncio.shield(entry.done)
 
-    def _next_batch(self, points: list[PointRow]) -> Batch:
+    def _next_batch(self, points: list[PointRow], sketches: Sequence[SketchRow]) -> Batch:
         self._seq += 1
-        return Batch(self.writer_id, self._seq, points)
+        return Batch(self.writer_id, self._seq, points, tuple(sketches))
 
     def _queue(self, entry: _Pending) -> None:
         self.pending.append(entry)
-        self.pending_rows += len(entry.batch.points)
+        self.pending_rows += batch_rows(entry.batch)
         self.update_gauges()
         self._wake.set()
 
@@ -443,7 +465,7 @@ class DurableWriter:
         if entry.done is not None:
             limit = min(limit, self.ack_timeout)
         try:
-            result, quarantined = await self._apply(entry.batch, limit)
+            result, (points, sketches) = await self._apply(entry.batch, limit)
         except Exception as exc:
             self._note_failure(exc, entry.batch)
             self._give_up_waiters(exc)
@@ -451,7 +473,7 @@ class DurableWriter:
         self._pop_head()
         if entry.done is not None:
             if not entry.done.done():
-                entry.done.set_result(Outcome(result, False, quarantined))
+                entry.done.set_result(Outcome(result, False, points, sketches))
         elif result.conflicts and self.on_conflicts is not None:
             self.on_conflicts(entry.batch, result.conflicts)
         return True
@@ -468,7 +490,7 @@ class DurableWriter:
             if entry.done is not None:
                 entry.attempts += 1
                 if entry.attempts >= (1 if entry.late else ACK_ATTEMPTS) or self._closing:
-                    self.pending_rows -= len(entry.batch.points)
+                    self.pending_rows -= batch_rows(entry.batch)
                     if not entry.done.done():
                         entry.done.set_exception(StoreUnavailable(
                             f"the database cannot take the points now ({describe(exc)})"))
@@ -480,7 +502,7 @@ class DurableWriter:
 
     def _pop_head(self) -> None:
         entry = self.pending.popleft()  # only the writer pops: the head is still ``entry``
-        self.pending_rows -= len(entry.batch.points)
+        self.pending_rows -= batch_rows(entry.batch)
         self.update_gauges()
 
     async def _replay_one(self, limit: float) -> bool:
@@ -507,7 +529,7 @@ class DurableWriter:
             self._spool_failed(exc)
             return True
         self.stats.spool_replayed_batches += 1
-        self.stats.spool_replayed_rows += len(batch.points)
+        self.stats.spool_replayed_rows += batch_rows(batch)
         if result.conflicts:
             self.stats.replay_conflicts += len(result.conflicts)
             log.warning("spooled batch %s/%d: points of %d metric(s) dropped, stored with "
@@ -524,19 +546,17 @@ class DurableWriter:
 
     # -- one write, and the policy -------------------------------------------------
 
-    async def _apply(
-        self, batch: Batch, limit: float
-    ) -> tuple[WriteResult, frozenset[tuple[str, int]]]:
+    async def _apply(self, batch: Batch, limit: float) -> tuple[WriteResult, Refused]:
         """Write ``batch``; on a permanent error, write what can be written and set the
-        rest aside. Returns (result, the (name, ts) quarantined); raises on a transient
-        error (the batch stays where it is)."""
+        rest aside. Returns (result, the (name, ts) of the points and of the sketches
+        quarantined); raises on a transient error (the batch stays where it is)."""
         try:
             result = await self._write(batch, limit)
         except Exception as exc:
             if is_transient(exc):
                 raise
             return await self._set_aside(batch, exc, limit)
-        return result, frozenset()
+        return result, NOTHING_REFUSED
 
     async def _write(self, batch: Batch, limit: float) -> WriteResult:
         started = time.perf_counter()
@@ -550,42 +570,66 @@ class DurableWriter:
 
     async def _set_aside(
         self, batch: Batch, error: BaseException, limit: float
-    ) -> tuple[WriteResult, frozenset[tuple[str, int]]]:
+    ) -> tuple[WriteResult, Refused]:
         """The store refused ``batch`` for good: halve it until the refused parts are
         single rows (or ``SPLIT_WRITES`` writes are spent), write the rest, quarantine
         the refused parts. A transient error meanwhile raises: the whole batch is tried
-        again later, and the parts written already are found in the flushes table."""
+        again later, and the parts written already are found in the flushes table.
+
+        The halves split the batch's rows as one list, its points then its sketches, so
+        a bad sketch is isolated like a bad point (and a part may hold both). Each
+        row of a part merges into the store as it would have in the whole batch (adding
+        is adding, in any grouping), but for one thing: a gauge with two rows for one
+        minute in a refused batch may keep the earlier one (parts are not written in
+        row order). One row per gauge-minute, as the collector sends, is not affected.
+        """
         part_id = split_id(batch)
+        points, sketches = batch.points, list(batch.sketches)
+        boundary = len(points)
+
+        def part(n: int, low: int, high: int) -> Batch:
+            """Rows [low, high) of the combined list, as a batch of its own."""
+            return Batch(part_id, n, points[low:min(high, boundary)],
+                         tuple(sketches[max(low, boundary) - boundary:
+                                        max(high, boundary) - boundary]))
+
         conflicts: dict[str, Kind] = {}
-        written = 0
+        written = written_sketches = 0
         refused: list[tuple[Batch, str]] = []
-        parts: list[tuple[int, list[PointRow], BaseException]] = [(1, batch.points, error)]
+        parts: list[tuple[int, int, int, BaseException]] = [
+            (1, 0, boundary + len(sketches), error)]
         writes = 0
         while parts:
-            index, points, exc = parts.pop()
-            if len(points) == 1 or writes >= SPLIT_WRITES:
-                refused.append((Batch(part_id, index, points), describe(exc)))
+            index, low, high, exc = parts.pop()
+            if high - low <= 1 or writes >= SPLIT_WRITES:
+                refused.append((part(index, low, high), describe(exc)))
                 continue
-            middle = len(points) // 2
-            for n, half in ((2 * index + 1, points[middle:]), (2 * index, points[:middle])):
+            middle = (low + high) // 2
+            for n, half_low, half_high in ((2 * index + 1, middle, high),
+                                           (2 * index, low, middle)):
                 writes += 1
                 try:
-                    result = await self._write(Batch(part_id, n, half), limit)
+                    result = await self._write(part(n, half_low, half_high), limit)
                 except Exception as part_exc:
                     if is_transient(part_exc):
                         raise
-                    parts.append((n, half, part_exc))
+                    parts.append((n, half_low, half_high, part_exc))
                     continue
                 written += result.rows
+                written_sketches += result.sketches
                 conflicts.update(result.conflicts)
         quarantined: set[tuple[str, int]] = set()
-        for part, reason in refused:
-            await self._quarantine(batch, part, reason)
-            quarantined.update((name, ts) for name, _kind, ts, *_ in part.points)
-        return WriteResult(True, written, conflicts), frozenset(quarantined)
+        quarantined_sketches: set[tuple[str, int]] = set()
+        for part_batch, reason in refused:
+            await self._quarantine(batch, part_batch, reason)
+            quarantined.update((name, ts) for name, _kind, ts, *_ in part_batch.points)
+            quarantined_sketches.update((name, ts) for name, _kind, ts, _data
+                                        in part_batch.sketches)
+        return (WriteResult(True, written, conflicts, written_sketches),
+                (frozenset(quarantined), frozenset(quarantined_sketches)))
 
     async def _quarantine(self, original: Batch, part: Batch, reason: str) -> None:
-        rows = len(part.points)
+        rows = batch_rows(part)
         if self.quarantine is None:
             self.stats.rows_lost += rows
             log.error("the store refused %d row(s) of batch %s/%d for good (%s); no "
@@ -621,6 +665,7 @@ class DurableWriter:
         stats.flush_durations.observe(seconds)
         if result.applied:
             stats.rows_flushed += result.rows
+            stats.sketches_flushed += result.sketches
         else:
             stats.flush_duplicates += 1
             log.info("batch %s/%d was applied before; not applied again",
@@ -638,7 +683,7 @@ class DurableWriter:
         log.warning(
             "write of %s failed (%s); %d batch(es) (%d rows) in memory, %d spooled; "
             "retry in %.1fs",
-            f"{len(batch.points)} rows" if batch is not None else "a batch",
+            f"{batch_rows(batch)} rows" if batch is not None else "a batch",
             describe(exc), len(self.pending), self.pending_rows,
             self.spool.batches if self.spool is not None else 0, backoff,
         )
@@ -672,9 +717,10 @@ class DurableWriter:
         rows = 0
         for entry in entries[:count]:  # producers only append: the left end is unchanged
             self.pending.popleft()
-            rows += len(entry.batch.points)
+            rows += batch_rows(entry.batch)
             if entry.done is not None and not entry.done.done():
-                result = WriteResult(True, len(entry.batch.points), {})
+                result = WriteResult(True, len(entry.batch.points), {},
+                                     len(entry.batch.sketches))
                 entry.done.set_result(Outcome(result, True, frozenset()))
         self.pending_rows -= rows
         self.stats.spooled_batches += count

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import struct
 import time
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 
+from protocol import summary
 from protocol.buckets import BucketRow
 from protocol.names import Kind
 from store.base import (
@@ -50,16 +52,29 @@ from store.base import (
     transition_from_row,
 )
 from store.rollups import (
+    FILL_PAGE,
     ROLLUPS,
+    SKETCH_LEVELS,
     STEPS,
+    SUMMARY_KINDS,
+    HourFill,
     IdRow,
+    IdSketch,
+    MinuteFill,
+    SketchDataError,
     check_table,
+    exact_hours,
+    exact_minutes,
+    group_sketches,
+    merge_buckets,
+    merge_stored,
     plan_reads,
     rollup,
+    sketch_plan,
     upsert_assignments,
     window_plan,
 )
-from store.schema import MYSQL_MIGRATIONS
+from store.schema import FILL_SKETCHES, MYSQL_MIGRATIONS, CreateTable, Step
 
 T = TypeVar("T")
 
@@ -79,6 +94,8 @@ _ROLLUP_HEADS = [
     for table, step in ROLLUPS
 ]
 _UPSERT_TAIL = " ON DUPLICATE KEY UPDATE " + upsert_assignments("VALUES({})", "LEAST", "GREATEST")
+SKETCH_CHUNK: Final = 500  # keys locked or read per statement
+SKETCH_STATEMENT_BYTES: Final = 1 << 20  # summary bytes per upsert (2 MB of hex text)
 
 Cursor = Any  # aiomysql.Cursor: untyped
 
@@ -93,6 +110,9 @@ class MySQLStore:
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
         self._metric_ids: dict[str, tuple[int, Kind]] = {}
+        # Transactions retried after a deadlock or lock wait timeout (tests hold the
+        # sketch merge's lock order to zero).
+        self.lock_retries = 0
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 4) -> MySQLStore:
@@ -184,6 +204,7 @@ class MySQLStore:
                     await _rollback_quietly(cursor)
                     retryable = _error_code(exc) in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT)
                     if retryable and attempt_no + 1 < _DEADLOCK_RETRIES:
+                        self.lock_retries += 1
                         await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt_no + 1))
                         continue
                     raise
@@ -201,9 +222,13 @@ class MySQLStore:
             # One migrator at a time across processes; DDL commits implicitly in MySQL,
             # so the lock (not a transaction) is what keeps two from racing.
             await cursor.execute("SELECT GET_LOCK('glowing_fiesta_migrate', 60)")
+            (locked,) = await cursor.fetchone()
+            if locked != 1:  # 0: another migrator held it for a minute (a long fill)
+                raise StoreUnavailable("mysql: another process is migrating the schema "
+                                       "(the lock was not free within 60 s); try again")
             try:
                 # Not "CREATE TABLE IF NOT EXISTS": it leaves a server warning behind.
-                if not await _has_schema_table(cursor):
+                if not await _has_table(cursor, "schema_version"):
                     await cursor.execute(
                         "CREATE TABLE schema_version ("
                         "version INT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL"
@@ -216,7 +241,14 @@ class MySQLStore:
                     if version in done:
                         continue
                     for statement in statements:
-                        await cursor.execute(statement)
+                        if isinstance(statement, Step):
+                            assert statement == FILL_SKETCHES, statement
+                            await _fill_sketches(cursor)
+                        elif isinstance(statement, CreateTable):
+                            if not await _has_table(cursor, statement.table):
+                                await cursor.execute(statement.sql)
+                        else:
+                            await cursor.execute(statement)
                     await cursor.execute(
                         "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
                         (version, int(time.time())),
@@ -230,7 +262,7 @@ class MySQLStore:
 
     async def schema_version(self) -> int:
         async def run(cursor: Cursor) -> int:
-            if not await _has_schema_table(cursor):
+            if not await _has_table(cursor, "schema_version"):
                 return 0
             await cursor.execute("SELECT MAX(version) FROM schema_version")
             row = await cursor.fetchone()
@@ -255,9 +287,25 @@ class MySQLStore:
 
     async def write_batch(self, batch: Batch) -> WriteResult:
         now = int(time.time())
+        loop = asyncio.get_running_loop()
         wanted: dict[str, Kind] = {}
         for name, kind, *_ in batch.points:
             wanted.setdefault(name, kind)  # the first sample fixes a new name's kind
+        minutes: list[tuple[str, int, Kind, bytes]] = []
+        if batch.sketches:
+            for name, kind, ts, _data in batch.sketches:
+                if kind not in SUMMARY_KINDS:
+                    raise StoreError(f"mysql: a sketch of {name} at {ts}: a {kind} has no "
+                                     "summary")
+                wanted.setdefault(name, kind)
+            # Merged and validated before anything is written or created (in a thread:
+            # a flush of 10,000 timers is ~10,000 sketches to parse).
+            try:
+                minutes = await loop.run_in_executor(None, functools.partial(
+                    group_sketches, [(name, ts, kind, data)
+                                     for name, kind, ts, data in batch.sketches], 60))
+            except SketchDataError as exc:
+                raise StoreError(f"mysql: a sketch of {exc.describe()}") from exc
         ids = await self._resolve_metrics(wanted, now)
         conflicts: dict[str, Kind] = {}
         rows: list[tuple[int, int, float, float, float, float]] = []
@@ -270,6 +318,20 @@ class MySQLStore:
         # Sorted rows take row locks in one global order: shuffled rows from 4
         # concurrent writers deadlocked in ~20% of flushes here, sorted rows never.
         rows.sort()
+        sketches: list[IdSketch] = []
+        for name, ts, kind, data in minutes:
+            metric_id, stored_kind = ids[name]
+            if stored_kind != kind:
+                conflicts[name] = stored_kind
+                continue
+            sketches.append((metric_id, ts, kind, data))
+        sketches.sort()  # the same global lock order (by id now, not by name)
+        applied_sketches = sum(1 for name, kind, *_ in batch.sketches if ids[name][1] == kind)
+        sketch_levels = [(SKETCH_LEVELS[0][0], sketches)]
+        if sketches:  # the batch's hours from its minutes (merging: in a thread)
+            (hours_table, step) = SKETCH_LEVELS[1]
+            sketch_levels.append((hours_table, await loop.run_in_executor(
+                None, functools.partial(group_sketches, sketches, step, checked=True))))
 
         async def write(cursor: Cursor) -> bool:
             try:
@@ -287,12 +349,19 @@ class MySQLStore:
                 # minutes from seconds, hours from minutes
                 levels.append((head, rollup(levels[-1][1], step)))
             await _upsert(cursor, levels)
+            for table, level in sketch_levels:  # after the points: one table order too
+                if level:
+                    await _merge_sketches(cursor, table, level)
             return True
 
-        applied = await self._transaction(write)
+        try:
+            applied = await self._transaction(write)
+        except SketchDataError as exc:
+            names = {metric_id: name for name, (metric_id, _kind) in ids.items()}
+            raise StoreError(f"mysql: a sketch of {exc.describe(names)}") from exc
         if not applied:
             return WriteResult(False, 0, {})
-        return WriteResult(True, len(rows), conflicts)
+        return WriteResult(True, len(rows), conflicts, applied_sketches)
 
     async def _resolve_metrics(
         self, wanted: dict[str, Kind], now: int
@@ -473,6 +542,59 @@ class MySQLStore:
             ]
 
         return await self._run(run)
+
+    # -- summaries -------------------------------------------------------------
+
+    async def read_sketches(
+        self, metric_id: int, kind: Kind, start: int, end: int, interval: int
+    ) -> list[tuple[int, bytes]]:
+        return await self.read_sketches_merged([metric_id], kind, start, end, interval)
+
+    async def read_sketches_merged(
+        self, metric_ids: Sequence[int], kind: Kind, start: int, end: int, interval: int
+    ) -> list[tuple[int, bytes]]:
+        reads = sketch_plan(start, end, interval)  # ValueError before any I/O
+        ids = sorted({int(metric_id) for metric_id in metric_ids})
+        if not reads or not ids:
+            return []
+
+        async def run(cursor: Cursor) -> list[tuple[int, int, bytes]]:
+            rows: list[tuple[int, int, bytes]] = []
+            for table, low, high in reads:  # hours, then the minutes after them
+                for chunk in _chunks(ids):
+                    marks = ",".join(["%s"] * len(chunk))
+                    await cursor.execute(
+                        f"SELECT ts, metric_id, data FROM {table} WHERE metric_id IN ({marks}) "
+                        "AND ts >= %s AND ts < %s", (*chunk, low, high))
+                    rows.extend(await cursor.fetchall())
+            return rows
+
+        rows = await self._run(run)
+        rows.sort()  # ts order (a gauge's newest last), then metric
+
+        def merged() -> list[tuple[int, bytes]]:
+            return merge_buckets(kind, ((ts, data) for ts, _id, data in rows), interval)
+
+        try:
+            if len(rows) <= 64:  # a few merges at most: not worth a thread
+                return merged()
+            return await asyncio.get_running_loop().run_in_executor(None, merged)
+        except ValueError as exc:
+            raise StoreError(f"mysql: a stored {kind} summary cannot be read: {exc}") from exc
+
+    async def gauge_lasts(self) -> dict[str, float]:
+        async def run(cursor: Cursor) -> list[tuple[str, bytes]]:
+            await cursor.execute(
+                "SELECT m.name, s.data FROM metrics m JOIN sketch_1m s ON s.metric_id = m.id "
+                "WHERE m.kind = 'gauge' AND s.ts = "
+                "(SELECT MAX(t.ts) FROM sketch_1m t WHERE t.metric_id = m.id)")
+            return list(await cursor.fetchall())
+
+        out: dict[str, float] = {}
+        for name, data in await self._run(run):
+            with contextlib.suppress(ValueError):
+                out[name] = summary.decode_last(data)
+        return out
 
     # -- keys ------------------------------------------------------------------
 
@@ -884,6 +1006,121 @@ def _upsert_statement(head: str, rows: list[IdRow]) -> str:
     return head + values + _UPSERT_TAIL
 
 
+async def _merge_sketches(cursor: Cursor, table: str, rows: list[IdSketch]) -> None:
+    """Merge ``rows`` (sorted by key, one per key) into ``table``: lock, read, merge,
+    write, in the caller's transaction.
+
+    The merge is read-modify-write, so each key is locked before it is read. An
+    ``INSERT ... ON DUPLICATE KEY UPDATE`` of an empty placeholder X-locks every key,
+    the missing ones by creating them: two writers of a new key queue on it (a
+    ``SELECT ... FOR UPDATE`` would lock nothing there under READ COMMITTED, and gap
+    locks under REPEATABLE READ, where two inserts into one gap deadlock). The keys are
+    locked in ascending order, after the point tables, in every writer: one global lock
+    order, so writers wait for each other but never deadlock. Only the keys that
+    existed are read (a chunk whose every key was created skips the read); the merged
+    summaries replace the placeholders before COMMIT, so no reader ever sees one.
+
+    Raises SketchDataError when a stored summary cannot be read.
+    """
+    stored: dict[tuple[int, int], bytes] = {}
+    for start in range(0, len(rows), SKETCH_CHUNK):
+        chunk = rows[start : start + SKETCH_CHUNK]
+        keys = ",".join(["(%d,%d)" % (row[0], row[1]) for row in chunk])  # noqa: UP031
+        await cursor.execute(
+            f"INSERT INTO {table} (metric_id, ts, data) VALUES "
+            + ",".join(["(%d,%d,'')" % (row[0], row[1]) for row in chunk])  # noqa: UP031
+            + " ON DUPLICATE KEY UPDATE data = data")
+        # Affected rows: 1 per key created, 0 per key that existed (unchanged).
+        if cursor.rowcount < len(chunk):
+            await cursor.execute(
+                f"SELECT metric_id, ts, data FROM {table} WHERE (metric_id, ts) IN ({keys})")
+            stored.update(((int(m), int(t)), bytes(d)) for m, t, d in await cursor.fetchall())
+    loop = asyncio.get_running_loop()
+    merged = await loop.run_in_executor(None, merge_stored, rows, stored)
+    for statement in _sketch_statements(table, merged):
+        await cursor.execute(statement)
+
+
+def _sketch_statements(table: str, rows: list[tuple[int, int, bytes]]) -> list[str]:
+    """Multi-row overwriting upserts of (metric_id, ts, data), about
+    SKETCH_STATEMENT_BYTES of data each (hex literals: our own bytes, no escaping)."""
+    head = f"INSERT INTO {table} (metric_id, ts, data) VALUES "
+    tail = " ON DUPLICATE KEY UPDATE data = VALUES(data)"
+    statements: list[str] = []
+    values: list[str] = []
+    size = 0
+    for metric_id, ts, data in rows:
+        values.append("(%d,%d,x'%s')" % (metric_id, ts, data.hex()))  # noqa: UP031
+        size += len(data)
+        if size >= SKETCH_STATEMENT_BYTES:
+            statements.append(head + ",".join(values) + tail)
+            values, size = [], 0
+    if values:
+        statements.append(head + ",".join(values) + tail)
+    return statements
+
+
+async def _fill_sketches(cursor: Cursor) -> None:
+    """Migration 4's fill (store.schema.FILL_SKETCHES): each value metric's seconds read
+    in pages in ts order, its exact minutes and hours written as they close
+    (store.rollups.MinuteFill), each statement its own transaction: a table of 10M
+    seconds is never one long transaction, and the computing runs in a thread (a
+    collector that migrates once the database answers keeps serving meanwhile).
+
+    Only seconds before the minute the migration runs in: a writer of the previous
+    version may still add to that minute, and a new writer only writes once the
+    migration is done. A run cut short is simply run again: every row it writes is
+    computed from the same seconds, and overwritten.
+    """
+    loop = asyncio.get_running_loop()
+    now = int(time.time())
+    before = now - now % 60
+    await cursor.execute("SELECT id FROM metrics WHERE kind = 'value' ORDER BY id")
+    value_ids = [int(row[0]) for row in await cursor.fetchall()]
+    for metric_id in value_ids:
+        minutes, hours = MinuteFill(), HourFill()
+        after = -(2**63)
+        while True:
+            await cursor.execute(
+                "SELECT ts, cnt, mn, mx FROM points_1s WHERE metric_id = %s AND ts > %s "
+                "AND ts < %s ORDER BY ts LIMIT %s", (metric_id, after, before, FILL_PAGE))
+            page = [(int(ts), float(c), float(lo), float(hi))
+                    for ts, c, lo, hi in await cursor.fetchall()]
+            last = len(page) < FILL_PAGE
+            closed = await loop.run_in_executor(None, minutes.add, page)
+            if last:
+                closed += minutes.end()
+            done = []
+            if closed:
+                stored = await _counts(cursor, "points_1m", metric_id, closed[0][0],
+                                       closed[-1][0])
+                filled = exact_minutes(closed, stored)
+                for statement in _sketch_statements(
+                        "sketch_1m", [(metric_id, ts, data) for ts, _cnt, data in filled]):
+                    await cursor.execute(statement)
+                done = hours.add(filled)
+            if last:
+                done += hours.end()
+            if done:
+                stored = await _counts(cursor, "points_1h", metric_id, done[0][0], done[-1][0])
+                full = await loop.run_in_executor(None, exact_hours, done, stored)
+                for statement in _sketch_statements(
+                        "sketch_1h", [(metric_id, ts, data) for ts, data in full]):
+                    await cursor.execute(statement)
+            if last:
+                break
+            after = page[-1][0]
+
+
+async def _counts(cursor: Cursor, table: str, metric_id: int, low: int, high: int
+                  ) -> dict[int, float]:
+    """ts -> cnt of one metric's rows of ``table`` in [low, high]."""
+    await cursor.execute(
+        f"SELECT ts, cnt FROM {table} WHERE metric_id = %s AND ts >= %s AND ts <= %s",
+        (metric_id, low, high))
+    return {int(ts): float(cnt) for ts, cnt in await cursor.fetchall()}
+
+
 CONCAT_MAX_ROWS: Final = 20_000  # rows read as one GROUP_CONCAT string, at most (~2.4 MB)
 
 
@@ -920,10 +1157,10 @@ async def _read_rows(
     return [BucketRow._make(r) for r in await cursor.fetchall()]
 
 
-async def _has_schema_table(cursor: Cursor) -> bool:
+async def _has_table(cursor: Cursor, table: str) -> bool:
     await cursor.execute(
         "SELECT COUNT(*) FROM information_schema.tables "
-        "WHERE table_schema = DATABASE() AND table_name = 'schema_version'"
+        "WHERE table_schema = DATABASE() AND table_name = %s", (table,)
     )
     row = await cursor.fetchone()
     return bool(row[0])

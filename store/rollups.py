@@ -8,18 +8,34 @@ seconds have not been expired by the shorter raw retention).
 A read of ``interval``-second buckets is answered from the coarsest level whose step
 divides the interval, for the whole steps of the range, and from the finer levels for
 the unaligned tail: the answer equals a scan of points_1s, for a fraction of the rows.
+
+Summaries (sketch_1m, sketch_1h; protocol.summary) are the same idea for what does not
+add as numbers: one blob per metric and minute (hour), merged by kind on write, in the
+flush transaction, so the hour always equals the merge of its minutes. Their write
+grouping, read plan and the migration's fill from the per-second rows are here too.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Final
+from collections.abc import Iterable, Sequence
+from typing import Final, TypeVar
+
+from protocol import summary
+from protocol.names import Kind
+from protocol.sketch import DEFAULT_ALPHA_BP, Sketch
 
 # (table, step in seconds), coarsest first. points_1s is the raw level.
 LEVELS: Final = (("points_1h", 3600), ("points_1m", 60), ("points_1s", 1))
 ROLLUPS: Final = (("points_1m", 60), ("points_1h", 3600))
 POINT_TABLES: Final = frozenset(table for table, _ in LEVELS)
 STEPS: Final = dict(LEVELS)  # table -> step
+# Summary levels, finest first (the order a batch writes them in: one lock order).
+# Minutes are the finest: there are no per-second summaries.
+SKETCH_LEVELS: Final = (("sketch_1m", 60), ("sketch_1h", 3600))
+SKETCH_TABLES: Final = frozenset(table for table, _ in SKETCH_LEVELS)
+# A summary level is kept as long as the point level of the same step.
+SKETCH_RETENTION: Final = {"sketch_1m": "points_1m", "sketch_1h": "points_1h"}
 
 IdRow = tuple[int, int, float, float, float, float]  # (metric_id, ts, cnt, sum, mn, mx)
 
@@ -122,7 +138,239 @@ def window_plan(start: int, end: int) -> list[tuple[str, int, int]]:
 
 
 def check_table(table: str) -> str:
-    """``table`` if it is a point table; it goes into SQL text, so nothing else may."""
-    if table not in POINT_TABLES:
-        raise ValueError(f"not a point table: {table!r}")
+    """``table`` if it is a point or summary table (one retention deletes from); it goes
+    into SQL text, so nothing else may."""
+    if table not in POINT_TABLES and table not in SKETCH_TABLES:
+        raise ValueError(f"not a point or sketch table: {table!r}")
     return table
+
+
+# -- summaries ------------------------------------------------------------------------
+
+SUMMARY_KINDS: Final = frozenset({"value", "set", "gauge"})  # counters have none
+IdSketch = tuple[int, int, Kind, bytes]  # (metric_id, ts, kind, data)
+SketchKey = tuple[int, int]  # (metric_id, ts)
+
+
+M = TypeVar("M", int, str)  # a metric: its id, or (before ids are known) its name
+
+
+class SketchDataError(ValueError):
+    """A summary that cannot be merged: new data not of its kind, or a stored blob that
+    cannot be read. ``metric`` (id or name) and ``ts`` name the key."""
+
+    def __init__(self, metric: int | str, ts: int, message: str) -> None:
+        super().__init__(message)
+        self.metric = metric
+        self.ts = ts
+
+    def describe(self, names: dict[int, str] | None = None) -> str:
+        """The message with the metric's name (when known) for the log and quarantine."""
+        metric = self.metric
+        if isinstance(metric, int):
+            metric = (names or {}).get(metric, f"metric id {metric}")
+        return f"{metric} at {self.ts}: {self}"
+
+
+def group_sketches(rows: Iterable[tuple[M, int, Kind, bytes]], step: int, *,
+                   checked: bool = False) -> list[tuple[M, int, Kind, bytes]]:
+    """``rows`` merged per (metric, step-aligned ts) with protocol.summary.merge, in the
+    order given (a gauge's later row wins), sorted by key: one row per key, in the one
+    lock order of every writer.
+
+    Raises SketchDataError when a row's data is not a summary of its kind.
+    ``checked``: the rows were merged (so validated) before; a key with one row keeps
+    its data as it is (the hours of a batch, grouped from its minutes).
+    """
+    groups: dict[tuple[M, int], tuple[Kind, list[bytes]]] = {}
+    for metric, ts, kind, data in rows:
+        at = (metric, ts - ts % step)
+        group = groups.get(at)
+        if group is None:
+            groups[at] = (kind, [data])
+        else:
+            group[1].append(data)
+    out: list[tuple[M, int, Kind, bytes]] = []
+    for (metric, ts), (kind, blobs) in sorted(groups.items()):
+        if checked and len(blobs) == 1:
+            out.append((metric, ts, kind, blobs[0]))
+            continue
+        try:
+            merged = summary.merge(kind, blobs)
+        except ValueError as exc:
+            raise SketchDataError(metric, ts, f"not a {kind} summary: {exc}") from exc
+        out.append((metric, ts, kind, merged))
+    return out
+
+
+def merge_stored(rows: Sequence[IdSketch], stored: dict[SketchKey, bytes]
+                 ) -> list[tuple[int, int, bytes]]:
+    """(metric_id, ts, data) to store: each row merged into what is stored for its key,
+    the stored summary first (a gauge's new value wins). An empty stored blob is the
+    placeholder a writer inserts to lock a new key (store.mysql): nothing stored yet.
+
+    Raises SketchDataError when a stored summary cannot be read (never stored by us)."""
+    out: list[tuple[int, int, bytes]] = []
+    for metric_id, ts, kind, data in rows:
+        old = stored.get((metric_id, ts))
+        if old:
+            try:
+                data = summary.merge(kind, [old, data])
+            except ValueError as exc:
+                raise SketchDataError(metric_id, ts, f"the stored {kind} summary cannot be "
+                                      f"merged: {exc}") from exc
+        out.append((metric_id, ts, data))
+    return out
+
+
+def sketch_plan(start: int, end: int, interval: int) -> list[tuple[str, int, int]]:
+    """The (table, from, to) reads of summaries for ``interval``-second buckets over
+    ``[align(start), end)``: whole hours from sketch_1h when the interval is a multiple
+    of 3600, everything else from sketch_1m. Raises ValueError unless ``interval`` is
+    a positive multiple of 60 (there are no finer summaries)."""
+    if interval <= 0 or interval % 60:
+        raise ValueError(f"summaries answer intervals that are multiples of 60 seconds, "
+                         f"not {interval}")
+    low = start - start % interval
+    reads: list[tuple[str, int, int]] = []
+    if interval % 3600 == 0:
+        high = end - end % 3600
+        if high > low:
+            reads.append(("sketch_1h", low, high))
+            low = high
+    if end > low:
+        reads.append(("sketch_1m", low, end))
+    return reads
+
+
+def merge_buckets(kind: Kind, rows: Iterable[tuple[int, bytes]], interval: int
+                  ) -> list[tuple[int, bytes]]:
+    """Stored (ts, data) rows in ascending ts order merged into one summary per
+    ``interval`` bucket: (bucket start, data), ascending. A bucket of one row is that
+    row's data as stored (validated when it was written). Raises ValueError."""
+    out: list[tuple[int, bytes]] = []
+    bucket = -1
+    blobs: list[bytes] = []
+    for ts, data in rows:
+        start = ts - ts % interval
+        if start != bucket:
+            if blobs:
+                out.append((bucket, blobs[0] if len(blobs) == 1 else summary.merge(kind, blobs)))
+            bucket, blobs = start, []
+        blobs.append(data)
+    if blobs:
+        out.append((bucket, blobs[0] if len(blobs) == 1 else summary.merge(kind, blobs)))
+    return out
+
+
+# -- migration 4: summaries for the value data stored before them -----------------------
+
+FILL_PAGE: Final = 20_000  # per-second rows read per query by the fill
+
+
+def counts_match(a: float, b: float) -> bool:
+    """Two totals of the same seconds' counts are equal. Every stored second holds at
+    least one sample (a weight is 1/rate >= 1), so a missing second changes a total by
+    1 or more; summing in another order changes it by far less than 0.5."""
+    return abs(a - b) < 0.5
+
+
+class MinuteFill:
+    """The exact sketches of one value metric's minutes, from its per-second rows.
+
+    A second whose ``mn == mx`` held ``cnt`` samples all equal to ``mn``: its sketch is
+    exact (weight ``cnt`` at ``mn``). A minute all of whose stored seconds are such is
+    filled; any other minute is not (its samples cannot be recovered). Feed rows in ts
+    order (``add``, page by page), then ``end``; each returns the minutes closed as
+    (minute, cnt of its seconds, sketch bytes or None). The caller still checks the
+    count against points_1m: seconds already expired by the raw retention leave a
+    minute incomplete (``counts_match``).
+    """
+
+    __slots__ = ("_alpha_bp", "_clean", "_cnt", "_minute", "_samples")
+
+    def __init__(self, alpha_bp: int = DEFAULT_ALPHA_BP) -> None:
+        self._alpha_bp = alpha_bp
+        self._minute = -1
+        self._cnt = 0.0
+        self._clean = True
+        self._samples: list[tuple[float, float]] = []
+
+    def add(self, rows: Iterable[tuple[int, float, float, float]]
+            ) -> list[tuple[int, float, bytes | None]]:
+        out: list[tuple[int, float, bytes | None]] = []
+        for ts, cnt, mn, mx in rows:
+            minute = ts - ts % 60
+            if minute != self._minute:
+                if self._minute != -1:
+                    out.append(self._close())
+                self._minute, self._cnt, self._clean, self._samples = minute, 0.0, True, []
+            self._cnt += cnt
+            if mn != mx or not cnt > 0:
+                self._clean = False
+            elif self._clean:
+                self._samples.append((mn, cnt))
+        return out
+
+    def end(self) -> list[tuple[int, float, bytes | None]]:
+        if self._minute == -1:
+            return []
+        closed = self._close()
+        self._minute = -1
+        return [closed]
+
+    def _close(self) -> tuple[int, float, bytes | None]:
+        if not self._clean:
+            return self._minute, self._cnt, None
+        sketch = Sketch(self._alpha_bp)
+        for value, weight in self._samples:
+            sketch.add(value, weight)
+        return self._minute, self._cnt, sketch.to_bytes()
+
+
+class HourFill:
+    """Filled minutes of one metric (ts order) in, hours out as (hour, cnt of its filled
+    minutes, their sketches). The caller fills an hour only when that count equals the
+    hour's in points_1h (``counts_match``): then every minute of it was filled."""
+
+    __slots__ = ("_blobs", "_cnt", "_hour")
+
+    def __init__(self) -> None:
+        self._hour = -1
+        self._cnt = 0.0
+        self._blobs: list[bytes] = []
+
+    def add(self, minutes: Iterable[tuple[int, float, bytes]]
+            ) -> list[tuple[int, float, list[bytes]]]:
+        out: list[tuple[int, float, list[bytes]]] = []
+        for ts, cnt, data in minutes:
+            hour = ts - ts % 3600
+            if hour != self._hour:
+                if self._hour != -1:
+                    out.append((self._hour, self._cnt, self._blobs))
+                self._hour, self._cnt, self._blobs = hour, 0.0, []
+            self._cnt += cnt
+            self._blobs.append(data)
+        return out
+
+    def end(self) -> list[tuple[int, float, list[bytes]]]:
+        if self._hour == -1:
+            return []
+        out = [(self._hour, self._cnt, self._blobs)]
+        self._hour, self._cnt, self._blobs = -1, 0.0, []
+        return out
+
+
+def exact_minutes(closed: Iterable[tuple[int, float, bytes | None]],
+                  stored: dict[int, float]) -> list[tuple[int, float, bytes]]:
+    """The closed minutes to fill: clean, and with every second still stored (their
+    count equals the minute's ``stored`` count in points_1m)."""
+    return [(ts, cnt, data) for ts, cnt, data in closed
+            if data is not None and ts in stored and counts_match(cnt, stored[ts])]
+
+
+def exact_hours(closed: Iterable[tuple[int, float, list[bytes]]],
+                stored: dict[int, float]) -> list[tuple[int, bytes]]:
+    """The closed hours to fill (every minute filled: see HourFill), merged."""
+    return [(ts, summary.merge("value", blobs)) for ts, cnt, blobs in closed
+            if ts in stored and counts_match(cnt, stored[ts])]

@@ -3,13 +3,38 @@
 SQL is kept to what MySQL 8, MariaDB 10.6+, TiDB and Vitess all accept: no foreign
 keys (distributed engines ignore or reject them), explicit primary keys on every table,
 ascii_bin names so name order and equality are byte order everywhere.
+
+A migration is a list of steps: SQL text, or a ``Step`` that the backend runs in Python
+(a fill too large for one statement), or on MySQL a ``CreateTable`` (DDL commits at
+once there: a migration interrupted after it must not fail on its second try).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
-SQLITE_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
+
+class Step(NamedTuple):
+    """A migration step each backend implements in Python, by name."""
+
+    name: str
+
+
+class CreateTable(NamedTuple):
+    """``sql`` (a CREATE TABLE of ``table``) unless the table exists already."""
+
+    table: str
+    sql: str
+
+
+# Migration 4's fill: sketch_1m and sketch_1h for the value data stored before them,
+# for each minute whose every second has mn == mx (its sketch is exact), and each hour
+# all of whose minutes are filled (store.rollups.MinuteFill).
+FILL_SKETCHES: Final = Step("fill_sketches")
+
+MigrationStep = str | Step | CreateTable
+
+SQLITE_MIGRATIONS: Final[list[tuple[int, list[MigrationStep]]]] = [
     (
         1,
         [
@@ -113,9 +138,23 @@ SQLITE_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
                 expires_at REAL NOT NULL) WITHOUT ROWID""",
         ],
     ),
+    (
+        4,  # summaries: one blob per metric-minute (-hour): sketch, HLL or last value
+        [
+            *(
+                f"""CREATE TABLE {table} (
+                metric_id INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY (metric_id, ts)) WITHOUT ROWID"""
+                for table in ("sketch_1m", "sketch_1h")
+            ),
+            FILL_SKETCHES,
+        ],
+    ),
 ]
 
-MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
+MYSQL_MIGRATIONS: Final[list[tuple[int, list[MigrationStep]]]] = [
     (
         1,
         [
@@ -240,6 +279,24 @@ MYSQL_MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
                 expires_at DOUBLE NOT NULL,
                 PRIMARY KEY (name)
             ) ENGINE=InnoDB""",
+        ],
+    ),
+    (
+        4,  # summaries: one blob per metric-minute (-hour): sketch, HLL or last value
+        [
+            # MEDIUMBLOB: a set's HLL is up to ~10 KB, past BLOB's 64 KB never, but a
+            # BLOB's limit is no place to find out. Re-run safe: CreateTable, and the
+            # fill overwrites what an interrupted run wrote.
+            *(
+                CreateTable(table, f"""CREATE TABLE {table} (
+                metric_id BIGINT NOT NULL,
+                ts BIGINT NOT NULL,
+                data MEDIUMBLOB NOT NULL,
+                PRIMARY KEY (metric_id, ts)
+            ) ENGINE=InnoDB""")
+                for table in ("sketch_1m", "sketch_1h")
+            ),
+            FILL_SKETCHES,
         ],
     ),
 ]

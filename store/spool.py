@@ -11,11 +11,14 @@ A batch keeps its ORIGINAL ``(writer_id, seq)`` in the spool: a batch whose COMM
 reach the database before the connection died is found in the ``flushes`` table when it
 is replayed and is not applied twice.
 
-Layout: ``batches(id, writer_id, seq, rows, bytes, spooled_at)`` in spool order, and
-``chunks(batch_id, n, data)``: the points of a batch in runs of ``CHUNK_POINTS``, each
-``zlib(orjson([[name, kind, ts, cnt, sum, mn, mx], ...]))``. Chunks bound the time any one
-encode or decode call holds the GIL (a 100k-point batch in one orjson call held it for
-~30 ms, stalling the event loop), and zlib shrinks the repetitive names ~5x.
+Layout: ``batches(id, writer_id, seq, rows, bytes, spooled_at)`` in spool order (``rows``:
+points and sketches), ``chunks(batch_id, n, data)``: the points of a batch in runs of
+``CHUNK_POINTS``, each ``zlib(orjson([[name, kind, ts, cnt, sum, mn, mx], ...]))``, and
+``sketch_chunks(batch_id, n, data)``: its SketchRows in runs of ``CHUNK_SKETCHES``
+(``encode_sketches``). Chunks bound the time any one encode or decode call holds the GIL
+(a 100k-point batch in one orjson call held it for ~30 ms, stalling the event loop), and
+zlib shrinks the repetitive names ~5x. Format 1 files (before sketches: no
+sketch_chunks) are read as batches without sketches, and upgraded in place.
 
 All SQLite work, encoding and decoding run in one worker thread per spool; the event
 loop only awaits. ``synchronous = FULL`` in WAL mode: a ``put`` returns once the batch is
@@ -30,6 +33,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -40,14 +44,16 @@ from typing import Final, NamedTuple, TypeVar, cast
 import orjson
 
 from protocol.names import Kind
-from store.base import Batch, PointRow
+from store.base import Batch, PointRow, SketchRow, batch_rows
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FORMAT_VERSION: Final = 1  # PRAGMA user_version of a spool file
+FORMAT_VERSION: Final = 2  # PRAGMA user_version of a spool file; 2 added sketch_chunks
+READABLE_VERSIONS: Final = (0, 1, FORMAT_VERSION)  # 0: a new file
 CHUNK_POINTS: Final = 2_000  # points per stored chunk (~0.5 ms of encoding each)
+CHUNK_SKETCHES: Final = 500  # sketches per stored chunk (~1 KB each: ~0.5 MB)
 MAX_FILES_PER_ROLE: Final = 64
 
 _SCHEMA: Final = (
@@ -59,6 +65,11 @@ _SCHEMA: Final = (
         bytes INTEGER NOT NULL,
         spooled_at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS chunks (
+        batch_id INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (batch_id, n))""",
+    """CREATE TABLE IF NOT EXISTS sketch_chunks (
         batch_id INTEGER NOT NULL,
         n INTEGER NOT NULL,
         data BLOB NOT NULL,
@@ -94,6 +105,42 @@ def decode_points(chunks: Sequence[bytes]) -> list[PointRow]:
         for name, kind, ts, cnt, total, mn, mx in orjson.loads(zlib.decompress(chunk)):
             points.append((name, cast(Kind, kind), ts, cnt, total, mn, mx))
     return points
+
+
+_HEAD: Final = struct.Struct("<I")
+
+
+def encode_sketches(sketches: Sequence[SketchRow], per_chunk: int = CHUNK_SKETCHES
+                    ) -> list[bytes]:
+    """The stored chunks of a batch's SketchRows: each ``zlib(u32 n, orjson([[name, kind,
+    ts, len(data)], ...]) of n bytes, the data one after the other)`` (JSON has no
+    bytes; base64 would cost a third more before compression)."""
+    chunks = []
+    for start in range(0, len(sketches), per_chunk):
+        run = sketches[start : start + per_chunk]
+        meta = orjson.dumps([[name, kind, ts, len(data)] for name, kind, ts, data in run])
+        chunks.append(zlib.compress(
+            b"".join([_HEAD.pack(len(meta)), meta, *(row[3] for row in run)]), 1))
+    return chunks
+
+
+def decode_sketches(chunks: Sequence[bytes]) -> list[SketchRow]:
+    """Raises ValueError (or zlib.error) on a damaged chunk."""
+    sketches: list[SketchRow] = []
+    for chunk in chunks:
+        raw = zlib.decompress(chunk)
+        if len(raw) < _HEAD.size:
+            raise ValueError("a sketch chunk without its header")
+        (size,) = _HEAD.unpack_from(raw)
+        at = _HEAD.size + size
+        for name, kind, ts, length in orjson.loads(raw[_HEAD.size : at]):
+            if not isinstance(length, int) or length < 0 or at + length > len(raw):
+                raise ValueError("a sketch chunk shorter than its header says")
+            sketches.append((name, cast(Kind, kind), ts, raw[at : at + length]))
+            at += length
+        if at != len(raw):
+            raise ValueError("trailing bytes after a sketch chunk")
+    return sketches
 
 
 class Spool:
@@ -174,7 +221,7 @@ class Spool:
 
     async def remove(self, spooled: SpooledBatch) -> None:
         """Forget a batch the database has applied (fsync'd before returning)."""
-        rows = len(spooled.batch.points)
+        rows = batch_rows(spooled.batch)
         await self._call(lambda conn: self._remove(conn, spooled.id, rows, spooled.bytes))
 
     async def close(self) -> None:
@@ -218,7 +265,7 @@ class Spool:
 
     def _open(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, FORMAT_VERSION):
+        if version not in READABLE_VERSIONS:
             raise sqlite3.DatabaseError(f"unknown spool format {version}")
         for statement in _SCHEMA:
             conn.execute(statement)
@@ -230,35 +277,40 @@ class Spool:
         self._loaded = True
 
     def _put_many(self, conn: sqlite3.Connection, batches: Sequence[Batch]) -> int:
-        encoded: list[tuple[Batch, list[bytes], int]] = []
+        encoded: list[tuple[Batch, list[bytes], list[bytes], int]] = []
         budget = self.max_bytes - self.bytes if self.max_bytes else None
         for batch in batches:
             chunks = encode_points(batch.points)
-            size = sum(map(len, chunks))
+            sketch_chunks = encode_sketches(batch.sketches)
+            size = sum(map(len, chunks)) + sum(map(len, sketch_chunks))
             if budget is not None:
                 if size > budget:
                     break
                 budget -= size
-            encoded.append((batch, chunks, size))
+            encoded.append((batch, chunks, sketch_chunks, size))
         if not encoded:
             return 0
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
-        for batch, chunks, size in encoded:
+        for batch, chunks, sketch_chunks, size in encoded:
             cursor = conn.execute(
                 "INSERT INTO batches (writer_id, seq, rows, bytes, spooled_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (batch.writer_id, batch.seq, len(batch.points), size, now),
+                (batch.writer_id, batch.seq, batch_rows(batch), size, now),
             )
             batch_id = cursor.lastrowid
             conn.executemany(
                 "INSERT INTO chunks (batch_id, n, data) VALUES (?, ?, ?)",
                 [(batch_id, n, chunk) for n, chunk in enumerate(chunks)],
             )
+            conn.executemany(
+                "INSERT INTO sketch_chunks (batch_id, n, data) VALUES (?, ?, ?)",
+                [(batch_id, n, chunk) for n, chunk in enumerate(sketch_chunks)],
+            )
         conn.execute("COMMIT")
         self.batches += len(encoded)
-        self.rows += sum(len(batch.points) for batch, _, _ in encoded)
-        self.bytes += sum(size for _, _, size in encoded)
+        self.rows += sum(batch_rows(batch) for batch, *_ in encoded)
+        self.bytes += sum(size for *_, size in encoded)
         return len(encoded)
 
     def _head(self, conn: sqlite3.Connection) -> SpooledBatch | None:
@@ -274,8 +326,15 @@ class Spool:
                     "SELECT data FROM chunks WHERE batch_id = ? ORDER BY n", (row[0],)
                 )
             ]
+            sketch_chunks = [
+                chunk
+                for (chunk,) in conn.execute(
+                    "SELECT data FROM sketch_chunks WHERE batch_id = ? ORDER BY n", (row[0],)
+                )
+            ]
             try:
                 points = decode_points(chunks)
+                sketches = decode_sketches(sketch_chunks)
             except (zlib.error, ValueError, TypeError) as exc:
                 # A damaged batch must not block the ones behind it forever.
                 log.error("spool %s: batch %s/%s (%d rows) is damaged (%s); discarded",
@@ -283,11 +342,13 @@ class Spool:
                 self.corrupt_rows += int(row[3])
                 self._remove(conn, int(row[0]), int(row[3]), int(row[4]))
                 continue
-            return SpooledBatch(int(row[0]), Batch(row[1], int(row[2]), points), int(row[4]))
+            return SpooledBatch(int(row[0]), Batch(row[1], int(row[2]), points,
+                                                   tuple(sketches)), int(row[4]))
 
     def _remove(self, conn: sqlite3.Connection, spool_id: int, rows: int, size: int) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DELETE FROM chunks WHERE batch_id = ?", (spool_id,))
+        conn.execute("DELETE FROM sketch_chunks WHERE batch_id = ?", (spool_id,))
         gone = conn.execute("DELETE FROM batches WHERE id = ?", (spool_id,)).rowcount
         conn.execute("COMMIT")
         if gone:
@@ -300,6 +361,17 @@ class Spool:
             with contextlib.suppress(sqlite3.Error):  # only disk space is at stake
                 conn.execute("VACUUM")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _quarantine_schema(conn: sqlite3.Connection) -> None:
+    conn.execute(_QUARANTINE_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(quarantine)")}
+    if "sketches" not in columns:  # a file from before sketches
+        try:
+            conn.execute("ALTER TABLE quarantine ADD COLUMN sketches BLOB")
+        except sqlite3.OperationalError as exc:  # another process added it just now
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _claim_file(state_dir: Path, role: str, create: bool) -> tuple[Path, int] | None:
@@ -340,6 +412,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 QUARANTINE_FILE: Final = "quarantine.sqlite"
 
+# ``rows``: points and sketches; ``data``: the points (one encode_points chunk);
+# ``sketches``: the SketchRows (one encode_sketches chunk), NULL in rows set aside before
+# sketches existed (the column is added to such a file when it is opened).
 _QUARANTINE_SCHEMA: Final = """CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY,
     writer_id TEXT NOT NULL,
@@ -347,7 +422,8 @@ _QUARANTINE_SCHEMA: Final = """CREATE TABLE IF NOT EXISTS quarantine (
     rows INTEGER NOT NULL,
     error TEXT NOT NULL,
     quarantined_at REAL NOT NULL,
-    data BLOB NOT NULL)"""
+    data BLOB NOT NULL,
+    sketches BLOB)"""
 
 
 class QuarantinedBatch(NamedTuple):
@@ -379,12 +455,15 @@ class Quarantine:
     async def put(self, batch: Batch, error: str) -> None:
         """Keep ``batch`` (fsync'd before returning). Raises SpoolError."""
         data = zlib.compress(orjson.dumps(batch.points), 1)
+        sketches = (encode_sketches(batch.sketches, len(batch.sketches))[0]
+                    if batch.sketches else None)
 
         def put(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO quarantine (writer_id, seq, rows, error, quarantined_at, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (batch.writer_id, batch.seq, len(batch.points), error, time.time(), data),
+                "INSERT INTO quarantine (writer_id, seq, rows, error, quarantined_at, data, "
+                "sketches) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (batch.writer_id, batch.seq, batch_rows(batch), error, time.time(), data,
+                 sketches),
             )
 
         await self._call(put, create=True)
@@ -412,11 +491,13 @@ class Quarantine:
 
     async def get(self, quarantine_id: int) -> Batch | None:
         def get(conn: sqlite3.Connection) -> Batch | None:
-            row = conn.execute("SELECT writer_id, seq, data FROM quarantine WHERE id = ?",
-                               (quarantine_id,)).fetchone()
+            row = conn.execute(
+                "SELECT writer_id, seq, data, sketches FROM quarantine WHERE id = ?",
+                (quarantine_id,)).fetchone()
             if row is None:
                 return None
-            return Batch(row[0], int(row[1]), decode_points([row[2]]))
+            return Batch(row[0], int(row[1]), decode_points([row[2]]),
+                         tuple(decode_sketches([row[3]])) if row[3] is not None else ())
 
         return await self._call(get, empty=None)
 
@@ -457,8 +538,13 @@ class Quarantine:
                 if not create and not self.path.exists():
                     return cast(T, empty)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._conn = _connect(self.path)
-                self._conn.execute(_QUARANTINE_SCHEMA)
+                conn = _connect(self.path)
+                try:
+                    _quarantine_schema(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn = conn
             try:
                 return fn(self._conn)
             except (sqlite3.Error, zlib.error, ValueError) as exc:

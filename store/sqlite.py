@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
+from protocol import summary
 from protocol.buckets import BucketRow
 from protocol.names import Kind
 from store.base import (
@@ -47,14 +48,27 @@ from store.base import (
     transition_from_row,
 )
 from store.rollups import (
+    FILL_PAGE,
     ROLLUPS,
+    SKETCH_LEVELS,
+    SUMMARY_KINDS,
+    HourFill,
+    IdSketch,
+    MinuteFill,
+    SketchDataError,
     check_table,
+    exact_hours,
+    exact_minutes,
+    group_sketches,
+    merge_buckets,
+    merge_stored,
     plan_reads,
     rollup,
+    sketch_plan,
     upsert_assignments,
     window_plan,
 )
-from store.schema import SQLITE_MIGRATIONS
+from store.schema import FILL_SKETCHES, SQLITE_MIGRATIONS, CreateTable, Step
 
 T = TypeVar("T")
 
@@ -64,6 +78,10 @@ _UPSERT_TABLE = (
 )
 _UPSERT = _UPSERT_TABLE.format(table="points_1s")
 _ROLLUP_UPSERTS = [(_UPSERT_TABLE.format(table=table), step) for table, step in ROLLUPS]
+_SKETCH_UPSERT = (
+    "INSERT INTO {table} (metric_id, ts, data) VALUES (?, ?, ?) "
+    "ON CONFLICT (metric_id, ts) DO UPDATE SET data = excluded.data"
+)
 
 
 class SQLiteStore:
@@ -141,7 +159,14 @@ class SQLiteStore:
                     if version in done:
                         continue
                     for statement in statements:
-                        conn.execute(statement)
+                        if isinstance(statement, Step):
+                            assert statement == FILL_SKETCHES, statement
+                            _fill_sketches(conn)
+                        elif isinstance(statement, CreateTable):
+                            conn.execute(statement.sql.replace(
+                                "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+                        else:
+                            conn.execute(statement)
                     conn.execute(
                         "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                         (version, int(time.time())),
@@ -207,19 +232,37 @@ class SQLiteStore:
                     conflicts[name] = known[1]
                     continue
                 rows.append((known[0], ts, cnt, total, mn, mx))
+            sketches: list[IdSketch] = []
+            for name, kind, ts, data in batch.sketches:
+                if kind not in SUMMARY_KINDS:
+                    raise StoreError(f"a sketch of {name} at {ts}: a {kind} has no summary")
+                known = ids.get(name) or created.get(name)
+                if known is None:
+                    known = self._find_or_create_metric(conn, name, kind, now)
+                    created[name] = known
+                if known[1] != kind:
+                    conflicts[name] = known[1]
+                    continue
+                sketches.append((known[0], ts, kind, data))
             rows.sort()  # one lock order for every writer (matters on MySQL; cheap here)
             conn.executemany(_UPSERT, rows)
             level = rows
             for upsert, step in _ROLLUP_UPSERTS:  # same transaction: levels always agree
                 level = rollup(level, step)  # minutes from seconds, hours from minutes
                 conn.executemany(upsert, level)
+            if sketches:
+                try:
+                    _merge_sketches(conn, sketches)
+                except SketchDataError as exc:
+                    names = {known[0]: name for name, known in (*ids.items(), *created.items())}
+                    raise StoreError(f"sqlite: a sketch of {exc.describe(names)}") from exc
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         ids.update(created)  # only after COMMIT: a rolled-back id must not be cached
-        return WriteResult(True, len(rows), conflicts)
+        return WriteResult(True, len(rows), conflicts, len(sketches))
 
     @staticmethod
     def _find_or_create_metric(
@@ -316,6 +359,50 @@ class SQLiteStore:
                 [value for _table, low, high in reads for value in (*ids, low, high)],
             ).fetchall()
             return [BucketRow(*row) for row in rows]
+
+        return await self._read(run)
+
+    # -- summaries -------------------------------------------------------------
+
+    async def read_sketches(
+        self, metric_id: int, kind: Kind, start: int, end: int, interval: int
+    ) -> list[tuple[int, bytes]]:
+        return await self.read_sketches_merged([metric_id], kind, start, end, interval)
+
+    async def read_sketches_merged(
+        self, metric_ids: Sequence[int], kind: Kind, start: int, end: int, interval: int
+    ) -> list[tuple[int, bytes]]:
+        reads = sketch_plan(start, end, interval)  # ValueError before any I/O
+        ids = sorted({int(metric_id) for metric_id in metric_ids})
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            rows: list[tuple[int, int, bytes]] = []
+            for table, low, high in reads:  # hours, then the minutes after them
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    rows.extend(conn.execute(
+                        f"SELECT ts, metric_id, data FROM {table} WHERE metric_id IN ({marks}) "
+                        "AND ts >= ? AND ts < ?", (*chunk, low, high)))
+            rows.sort()  # ts order (a gauge's newest last), then metric
+            try:
+                return merge_buckets(kind, ((ts, data) for ts, _id, data in rows), interval)
+            except ValueError as exc:
+                raise StoreError(f"sqlite: a stored {kind} summary cannot be read: {exc}"
+                                 ) from exc
+
+        return await self._read(run) if reads and ids else []
+
+    async def gauge_lasts(self) -> dict[str, float]:
+        def run(conn: sqlite3.Connection) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for name, data in conn.execute(
+                "SELECT m.name, s.data FROM metrics m JOIN sketch_1m s ON s.metric_id = m.id "
+                "WHERE m.kind = 'gauge' AND s.ts = "
+                "(SELECT MAX(t.ts) FROM sketch_1m t WHERE t.metric_id = m.id)"
+            ):
+                with contextlib.suppress(ValueError):
+                    out[name] = summary.decode_last(data)
+            return out
 
         return await self._read(run)
 
@@ -641,6 +728,65 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 def _chunks(items: list[T]) -> list[list[T]]:
     return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
+
+
+def _merge_sketches(conn: sqlite3.Connection, sketches: list[IdSketch]) -> None:
+    """Merge a batch's summaries into every level: the batch's rows of one key merged
+    first, then into what is stored (the writer thread is the only writer: no locks to
+    order, but the same read-merge-write as MySQL). Raises SketchDataError."""
+    level = sketches
+    checked = False
+    for table, step in SKETCH_LEVELS:  # hours from the batch's merged minutes
+        level = group_sketches(level, step, checked=checked)
+        checked = True
+        stored: dict[tuple[int, int], bytes] = {}
+        for metric_id, ts, _kind, _data in level:
+            row = conn.execute(f"SELECT data FROM {table} WHERE metric_id = ? AND ts = ?",
+                               (metric_id, ts)).fetchone()
+            if row is not None:
+                stored[(metric_id, ts)] = row[0]
+        conn.executemany(_SKETCH_UPSERT.format(table=table), merge_stored(level, stored))
+
+
+def _fill_sketches(conn: sqlite3.Connection) -> None:
+    """Migration 4's fill (store.schema.FILL_SKETCHES), in the migration's transaction:
+    each value metric's seconds read in pages, in ts order; the exact minutes and hours
+    written as they close (store.rollups.MinuteFill)."""
+    value_ids = [int(row[0]) for row in conn.execute(
+        "SELECT id FROM metrics WHERE kind = 'value' ORDER BY id")]
+    for metric_id in value_ids:
+        minutes, hours = MinuteFill(), HourFill()
+        after = -(2**63)
+        while True:
+            page = conn.execute(
+                "SELECT ts, cnt, mn, mx FROM points_1s WHERE metric_id = ? AND ts > ? "
+                "ORDER BY ts LIMIT ?", (metric_id, after, FILL_PAGE)).fetchall()
+            last = len(page) < FILL_PAGE
+            closed = minutes.add(page) + (minutes.end() if last else [])
+            if closed:
+                filled = exact_minutes(closed, _counts(conn, "points_1m", metric_id,
+                                                       closed[0][0], closed[-1][0]))
+                conn.executemany(_SKETCH_UPSERT.format(table="sketch_1m"),
+                                 [(metric_id, ts, data) for ts, _cnt, data in filled])
+                done = hours.add(filled) + (hours.end() if last else [])
+            else:
+                done = hours.end() if last else []
+            if done:
+                full = exact_hours(done, _counts(conn, "points_1h", metric_id, done[0][0],
+                                                 done[-1][0]))
+                conn.executemany(_SKETCH_UPSERT.format(table="sketch_1h"),
+                                 [(metric_id, ts, data) for ts, data in full])
+            if last:
+                break
+            after = page[-1][0]
+
+
+def _counts(conn: sqlite3.Connection, table: str, metric_id: int, low: int, high: int
+            ) -> dict[int, float]:
+    """ts -> cnt of one metric's rows of ``table`` in [low, high]."""
+    return {int(ts): float(cnt) for ts, cnt in conn.execute(
+        f"SELECT ts, cnt FROM {table} WHERE metric_id = ? AND ts >= ? AND ts <= ?",
+        (metric_id, low, high))}
 
 
 _DELETE_SLICE_SECONDS = 0.02  # a retention job on the writer thread stops after this

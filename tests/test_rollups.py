@@ -165,12 +165,13 @@ async def test_migration_2_fills_the_rollups_from_existing_seconds(
         cursor.execute("DROP TABLE points_1m")
         cursor.execute("DROP TABLE points_1h")
         for table in ("alert_rules", "alert_states", "alert_transitions", "alert_outbox",
-                      "alert_lease"):  # migration 3's tables
+                      "alert_lease",  # migration 3's tables
+                      "sketch_1m", "sketch_1h"):  # migration 4's
             cursor.execute(f"DROP TABLE {table}")
         cursor.execute("DELETE FROM schema_version WHERE version >= 2")
     assert await store.schema_version() == 1
-    assert await store.migrate() == [2, 3]
-    assert await store.schema_version() == 3
+    assert await store.migrate() == [2, 3, 4]
+    assert await store.schema_version() == 4
     for table, step in (("points_1m", 60), ("points_1h", 3600)):
         assert table_rows(database_url, table) == set(rollup(raw, step)), table
     info = await store.get_metric("v.n")
