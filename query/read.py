@@ -240,7 +240,9 @@ async def get_histogram(request: web.Request) -> web.Response:
     if "buckets" not in query:
         raise invalid("buckets", "is required: ascending bounds, e.g. 10,50,100,500")
     bounds = parse_bounds(query["buckets"])
-    first = align(start, 60)  # whole minutes: the finest level sketches are kept at
+    # Whole minutes, the finest level sketches are kept at: from rounded down, to up.
+    first = align(start, 60)
+    end = min(-(-end // 60) * 60, LAST_FORMATTABLE)
     store = request.app[STORE]
     try:
         info = await store.get_metric(name)
