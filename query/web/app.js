@@ -308,8 +308,11 @@
   }
 
   async function fetchSeries(name, view) {
+    // A coarser step starts at its first whole bucket in the view: its buckets' starts
+    // are then among the view's own (the x axis), none before it.
     const url = (aggregation, step) => `/api/metrics/${encodeURIComponent(name)}?` +
-      query({ from: view.from, to: view.to, interval: step + "s", aggregation });
+      query({ from: step === view.step ? view.from : Math.ceil(view.from / step) * step,
+              to: view.to, interval: step + "s", aggregation });
     // Sketch aggregations (percentiles, unique, last) come by the minute at the finest;
     // so does a set's auto (unique).
     const stepFor = (aggregation, kind) =>
