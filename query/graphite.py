@@ -229,14 +229,22 @@ async def render(request: web.Request) -> web.Response:
     def lookup(pattern: str, low: int, high: int) -> list[Series]:
         return [s.renamed(s.name) for s in fetched[(pattern, low, high)]]
 
-    results: list[Series] = []
-    for target, tree in trees:
-        try:
-            results.extend(evaluate(tree, Context(start, end, step, lookup)))
-        except TargetError as exc:
-            raise bad_request(f"target {target!r}: {exc}") from None
-    if wanted:
-        results = [max_data_points(s, wanted, until - start) for s in results]
+    def finish() -> list[Series]:
+        results: list[Series] = []
+        for target, tree in trees:
+            try:
+                results.extend(evaluate(tree, Context(start, end, step, lookup)))
+            except TargetError as exc:
+                raise bad_request(f"target {target!r}: {exc}") from None
+        if wanted:
+            results = [max_data_points(s, wanted, until - start) for s in results]
+        return results
+
+    # Summaries merged for fewer points (or steps combined) cost ~0.1 ms each in Python:
+    # many of them go to a worker thread, so the loop answers other requests meanwhile.
+    summaries = sum(len(s.summaries.data) for found in fetched.values() for s in found
+                    if s.summaries is not None)
+    results = await asyncio.to_thread(finish) if summaries > THREAD_AFTER else finish()
     if output == "csv":
         return _csv(results)
     return json_response([
