@@ -21,17 +21,26 @@ count followed by (zigzag varint key delta, weight) pairs in ascending key order
 A weight is ``varint(2 * n)`` for an integer ``n < 2**53`` (the common case: one
 byte for up to 63 samples) or ``0x01`` and a little-endian float64 (a weight from a
 sample rate, ``1/0.3``). A busy timer-minute takes 1-2 KB (docs/sketches.md).
+Reading checks every field: a varint has at most 64 bits, a store at most ``MAX_BINS``
+bins, keys ascend strictly and lie between the keys of ``MIN_INDEXABLE`` and of the
+largest float64, a weight is finite, >= 0 and at most ``MAX_WEIGHT``, nothing trails.
+Bytes that fail raise SketchError and leave a sketch unchanged.
 
-collector/_fastfeed.c and protocol/_sketch.c compute the same bins and the same bytes
-(held equal by tests/test_sketch.py); this module is the reference.
+``PySketch`` is the reference. protocol/_sketch.c is the same sketch in C, the same
+bins, weights, bytes and answers bit for bit (held equal by tests/test_sketch.py), with
+an O(1) add; ``Sketch`` is the C type where the extension is built, else ``PySketch``.
+collector/_fastfeed.c adds to the C type through its capsule (protocol/sketch_capi.h).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import struct
+import sys
 from collections.abc import Iterable
-from typing import Final
+from functools import cache
+from typing import TYPE_CHECKING, Final
 
 VERSION: Final = 1
 DEFAULT_ALPHA_BP: Final = 100  # alpha in basis points: 1%
@@ -39,9 +48,15 @@ MIN_ALPHA_BP: Final = 1  # 0.01%
 MAX_ALPHA_BP: Final = 1000  # 10%
 MIN_INDEXABLE: Final = 1e-9  # |x| below this counts as zero
 MAX_BINS: Final = 2048  # per store (positive, negative)
+# A sample's weight (1/rate) is at most 2**100, so no sum of weights ever reaches
+# infinity (it would take 2**900 merges of such bins); the collector's weights are <= 1e6.
+MAX_WEIGHT: Final = float(2**100)
 _DOUBLE: Final = struct.Struct("<d")
 _U16: Final = struct.Struct("<H")
 _MAX_EXACT: Final = 2**53
+_MAX_VARINT: Final = 2**64 - 1
+_EXP_SAFE: Final = 709.0  # 2 * exp(709) is finite
+_DBL_MAX: Final = sys.float_info.max
 
 
 class SketchError(ValueError):
@@ -60,8 +75,24 @@ def bin_key(magnitude: float, ln_g: float) -> int:
 
 
 def bin_value(key: int, ln_g: float) -> float:
-    """The representative value of bin ``key``: within alpha of every value in it."""
-    return 2.0 * math.exp(key * ln_g) / (1.0 + math.exp(ln_g))
+    """The representative value of bin ``key``: within alpha of every value in it.
+    Finite for every key (the top bins of values near the largest float64 are
+    clamped to it, which is nearer to each of their values)."""
+    x = key * ln_g
+    if x < _EXP_SAFE:
+        return 2.0 * math.exp(x) / (1.0 + math.exp(ln_g))
+    try:
+        return math.exp(x - math.log((1.0 + math.exp(ln_g)) / 2.0))
+    except OverflowError:
+        return _DBL_MAX
+
+
+@cache
+def key_range(alpha_bp: int) -> tuple[int, int]:
+    """The lowest and highest key a value can have: those of MIN_INDEXABLE and of the
+    largest float64. A key outside is not from a sketch (and would overflow exp)."""
+    ln_g = ln_gamma(alpha_bp)
+    return bin_key(MIN_INDEXABLE, ln_g), bin_key(_DBL_MAX, ln_g)
 
 
 class _Store:
@@ -94,12 +125,13 @@ class _Store:
         return sorted(self.bins.items())
 
 
-class Sketch:
+class PySketch:
     """A DDSketch of weighted values. ``add`` takes finite values; ``weight`` > 0."""
 
     __slots__ = ("_ln_gamma", "alpha_bp", "negative", "positive", "zero")
 
     def __init__(self, alpha_bp: int = DEFAULT_ALPHA_BP) -> None:
+        alpha_bp = operator.index(alpha_bp)
         if not MIN_ALPHA_BP <= alpha_bp <= MAX_ALPHA_BP:
             raise SketchError(f"alpha must be {MIN_ALPHA_BP}..{MAX_ALPHA_BP} basis points")
         self.alpha_bp = alpha_bp
@@ -122,6 +154,15 @@ class Sketch:
         return bool(self.zero or self.positive.bins or self.negative.bins)
 
     def add(self, value: float, weight: float = 1.0) -> None:
+        """One sample of ``value`` (finite) counted ``weight`` times (0 < weight <=
+        MAX_WEIGHT: 1/rate); SketchError otherwise."""
+        if not math.isfinite(value):
+            raise SketchError("a sketch takes finite values")
+        if not 0.0 < weight <= MAX_WEIGHT:
+            raise SketchError("a sample's weight must be > 0 and at most 2**100")
+        self._add(value, weight)
+
+    def _add(self, value: float, weight: float) -> None:
         if value >= MIN_INDEXABLE:
             self.positive.add(bin_key(value, self._ln_gamma), weight)
         elif value <= -MIN_INDEXABLE:
@@ -129,7 +170,7 @@ class Sketch:
         else:
             self.zero += weight
 
-    def merge(self, other: Sketch) -> None:
+    def merge(self, other: PySketch) -> None:
         """Add ``other``'s bins to this sketch (of another alpha: re-binned, see
         ``_add_bins``)."""
         self._add_bins(other.alpha_bp, other.zero, other.positive.sorted_bins(),
@@ -143,8 +184,8 @@ class Sketch:
                   negative: Iterable[tuple[int, float]]) -> None:
         """Bins in ascending key order. Of the same alpha, key for key; of another
         (alpha changed in the configuration), each bin's representative value goes
-        into this sketch's bins: the error of such a merge is up to the sum of the two
-        alphas (docs/sketches.md)."""
+        into this sketch's bins: the error of such a merge is up to
+        ``(1 + a1) * (1 + a2) - 1``, about the sum of the two alphas (docs/sketches.md)."""
         self.zero += zero
         if alpha_bp == self.alpha_bp:
             for key, weight in positive:
@@ -154,9 +195,9 @@ class Sketch:
             return
         other_ln = ln_gamma(alpha_bp)
         for key, weight in positive:
-            self.add(bin_value(key, other_ln), weight)
+            self._add(bin_value(key, other_ln), weight)
         for key, weight in negative:
-            self.add(-bin_value(key, other_ln), weight)
+            self._add(-bin_value(key, other_ln), weight)
 
     def to_bytes(self) -> bytes:
         out = bytearray((VERSION,))
@@ -174,7 +215,7 @@ class Sketch:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Sketch:
+    def from_bytes(cls, data: bytes) -> PySketch:
         alpha_bp, zero, positive, negative = _decode(data)
         sketch = cls(alpha_bp)
         sketch._add_bins(alpha_bp, zero, positive, negative)
@@ -257,6 +298,8 @@ class _Reader:
             byte = data[self.pos]
             self.pos += 1
             n |= (byte & 0x7F) << shift
+            if n > _MAX_VARINT:
+                raise SketchError("a varint over 64 bits in a sketch")
             if byte < 0x80:
                 return n
             shift += 7
@@ -271,19 +314,24 @@ class _Reader:
             raise SketchError("truncated weight in a sketch")
         (weight,) = _DOUBLE.unpack_from(self.data, self.pos)
         self.pos += 8
-        if not (math.isfinite(weight) and weight >= 0.0):
-            raise SketchError("non-finite or negative weight in a sketch")
+        if not (math.isfinite(weight) and 0.0 <= weight <= MAX_WEIGHT):
+            raise SketchError("non-finite, negative or too large weight in a sketch")
         return float(weight)
 
-    def store(self) -> list[tuple[int, float]]:
+    def store(self, lowest: int, highest: int) -> list[tuple[int, float]]:
         size = self.varint()
         if size > MAX_BINS:
             raise SketchError("too many bins in a sketch")
         out = []
         key = 0
-        for _ in range(size):
+        for i in range(size):
             z = self.varint()
-            key += (z >> 1) ^ -(z & 1)
+            delta = (z >> 1) ^ -(z & 1)
+            if i and delta <= 0:
+                raise SketchError("bin keys out of order in a sketch")
+            key += delta
+            if not lowest <= key <= highest:
+                raise SketchError("bin key out of range in a sketch")
             out.append((key, self.weight()))
         return out
 
@@ -297,8 +345,18 @@ def _decode(data: bytes) -> tuple[int, float, list[tuple[int, float]], list[tupl
     reader = _Reader(data)
     reader.pos = 3
     zero = reader.weight()
-    positive = reader.store()
-    negative = reader.store()
+    lowest, highest = key_range(alpha_bp)
+    positive = reader.store(lowest, highest)
+    negative = reader.store(lowest, highest)
     if reader.pos != len(data):
         raise SketchError("trailing bytes after a sketch")
     return alpha_bp, zero, positive, negative
+
+
+if TYPE_CHECKING:
+    from protocol._sketch import Sketch as Sketch
+else:
+    try:
+        from protocol._sketch import Sketch
+    except ImportError:  # built without a C compiler: the reference, same bytes
+        Sketch = PySketch

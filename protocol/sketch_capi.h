@@ -6,7 +6,10 @@
  *   PyObject *s = api->new_sketch(100);          // alpha 1%
  *   if (api->add(s, 12.5, 1.0) < 0) ...          // -1: exception set (memory)
  *
- * Bins and bytes are those of protocol/sketch.py, the reference.
+ * Bins and bytes are those of protocol/sketch.py, the reference. The caller checks
+ * its samples first (a finite value; a weight, 1/rate, in (0, 2**100]); add checks
+ * them again all the same and sets ValueError (SketchError) on one that is not, as it
+ * sets TypeError on an object that is not a protocol._sketch.Sketch.
  */
 #ifndef GF_SKETCH_CAPI_H
 #define GF_SKETCH_CAPI_H
