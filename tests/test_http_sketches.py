@@ -27,7 +27,7 @@ from protocol.summary import encode_last
 from protocol.units import parse_timestamp
 from store import Batch, Store
 from store.base import PointRow, SketchRow
-from tests.http_support import assert_error, auth, new_key, serve
+from tests.http_support import assert_error, auth, config, new_key, serve
 
 ALPHA = 0.01
 DAY = 86400
@@ -531,3 +531,40 @@ async def test_graphite_draws_steps_without_sketches_as_null(
     body = await render(client, token, ["legacy.ms.p50"],
                         **{"from": base, "until": base + 119, "maxDataPoints": 1})
     assert body[0]["datapoints"] == [[None, base]]  # a window holding it has no value
+
+
+# -- --no-sketches and --sketch-alpha ------------------------------------------------
+
+
+def test_serve_and_run_pass_the_sketch_options_to_the_http_service() -> None:
+    import click
+
+    from glowing_fiesta.cli import build_config, main
+
+    for command in ("serve", "run"):
+        cmd = main.get_command(click.Context(main), command)
+        assert cmd is not None
+        ctx = cmd.make_context(command, ["--no-sketches", "--sketch-alpha", "2.5"])
+        http = build_config(ctx.params).http
+        assert (http.sketches, http.sketch_alpha) == (False, 2.5), command
+
+
+async def test_http_ingest_follows_the_sketch_options(store: Store) -> None:
+    token = await new_key(store)
+    now = int(time.time())
+    minute = now - now % 60 - 60
+    point = {"metric": "opt.ms", "value": 12.5, "timestamp": minute + 5}
+    async with serve(store, config(sketch_alpha=2.5)) as client:
+        response = await client.post("/api/metrics/value", json=point, headers=auth(token))
+        assert response.status == 200
+    info = await store.get_metric("opt.ms")
+    assert info is not None
+    [(_ts, data)] = await store.read_sketches(info.id, "value", minute, minute + 60, 60)
+    assert Sketch.from_bytes(data).alpha_bp == 250
+    async with serve(store, config(sketches=False)) as client:
+        response = await client.post("/api/metrics/value", json={**point, "metric": "no.ms"},
+                                     headers=auth(token))
+        assert response.status == 200
+        message = await refused(client, token, "/api/metrics/no.ms", **{
+            "from": minute, "to": minute + 60, "aggregation": "p50"})
+        assert "--no-sketches" in message
