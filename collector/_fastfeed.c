@@ -1,28 +1,37 @@
 /* Optional accelerator of collector.aggregator.Aggregator.feed (pure-Python fallback).
  *
- * It parses every line in C (value, type, @rate, |#tags, |T, the key-prefix split) with
- * exactly the grammar of protocol/lines.py, the reference, and aggregates the good lines
- * of known names into the buckets. Two entry points:
+ * It parses every line in C (value, type, @rate, |#tags, |T, the key-prefix split, set
+ * members, gauge deltas) with exactly the grammar of protocol/lines.py, the reference,
+ * and aggregates the good counter and value lines of known names into the buckets (and
+ * the value sketches). Three entry points:
  *
- * feed(data, pos, now, max_age, max_len, known, buckets, capacity)
+ * feed(data, pos, now, max_age, max_len, known, buckets, capacity, sketches, alpha_bp)
  *     -> (pos, added, created, tagged)
  *   Aggregates, from byte offset ``pos`` on, every line that is valid and whose head
  *   (the bytes before ":") is in ``known`` (head -> (name, kind): unkeyed names whose
  *   kind is fixed: the name cache) with a matching kind, into ``buckets`` (epoch second
- *   -> name -> [cnt, sum, mn, mx, kind]). It creates at most ``capacity`` new buckets
- *   (what --max-pending-buckets leaves) and says how many it created, so Python keeps
- *   its pending count exact. It stops at the first line it does not aggregate (an
- *   unknown or keyed head, a kind conflict, a bad line, an overflow, the cap) and
- *   returns that line's offset: Python handles that line with the reference parser
- *   (which owns drop reasons, logging, caps, conflicts and learning new heads), then
- *   calls back. ``pos == len(data)`` means done. ``tagged``: aggregated lines with
- *   |#tags (counted as tags_ignored).
+ *   -> name -> [cnt, sum, mn, mx, kind]) and, unless ``sketches`` is None, a value
+ *   sample also into ``sketches`` (minute -> name -> protocol._sketch.Sketch of
+ *   ``alpha_bp``, weight 1/rate), through the capsule API of protocol/sketch_capi.h. A
+ *   |g line of a name known as a value is a value sample (gauges came later). It
+ *   creates at most ``capacity`` new buckets and sketches together (what
+ *   --max-pending-buckets leaves) and says how many it created, so Python keeps its
+ *   pending count exact. It stops at the first line it does not aggregate (an unknown
+ *   or keyed head, a gauge or set line, a kind conflict, a bad line, an overflow, the
+ *   cap) and returns that line's offset: Python handles that line with the reference
+ *   parser (which owns drop reasons, logging, caps, conflicts, gauges, sets and learning
+ *   new heads), then calls back. ``pos == len(data)`` means done. ``tagged``:
+ *   aggregated lines with |#tags (counted as tags_ignored).
  *
  * parse_lines(data, now, max_age, max_len) -> (samples, reasons, tagged)
  *   The whole parser, names and keys included, in the shape of LineParser.parse:
- *   samples as (name, kind, value, rate, timestamp, token) and the reason of each bad
- *   line. Used by the differential tests (tests/test_fastfeed_differential.py), which
- *   hold it bit for bit against the Python parser.
+ *   samples as (name, kind, value, rate, timestamp, token, member, delta) and the
+ *   reason of each bad line. Used by the differential tests
+ *   (tests/test_fastfeed_differential.py), which hold it bit for bit against the
+ *   Python parser.
+ *
+ * has_sketches() -> bool
+ *   Whether protocol._sketch's capsule imports: without it feed() takes no sketches.
  *
  * Memory safety: every read is bounded by the line's length (memchr and index checks;
  * a number is copied into a NUL-terminated buffer before it is converted), timestamps
@@ -35,6 +44,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../protocol/sketch_capi.h"
+
 /* protocol.lines.FUTURE_TOLERANCE, protocol.buckets.RATE_FLOOR, names.MAX_NAME_LENGTH,
  * tokens.TOKEN_LENGTH: exported below and held equal to the Python constants by a test. */
 #define FUTURE_TOLERANCE 300
@@ -42,6 +53,7 @@
 #define MAX_NAME_LENGTH 255
 #define TOKEN_LENGTH 35
 #define MAX_TS_DIGITS 12
+#define MAX_MEMBER_LENGTH 255 /* protocol.lines.MAX_MEMBER_LENGTH */
 
 enum reason {
     GF_OK = 0,
@@ -51,18 +63,18 @@ enum reason {
     GF_UNKNOWN_TYPE,
     GF_BAD_RATE,
     GF_BAD_TIMESTAMP,
-    GF_UNSUPPORTED,
     GF_TOO_LONG,
     GF_BAD_KEY,
     GF_COUNT
 };
 /* the values of protocol.lines.Reason */
 static const char *const reason_names[GF_COUNT] = {
-    NULL,          "parse_error",   "bad_name",    "bad_value", "unknown_type",
-    "bad_rate",    "bad_timestamp", "unsupported", "too_long",  "bad_key",
+    NULL,       "parse_error",   "bad_name", "bad_value", "unknown_type",
+    "bad_rate", "bad_timestamp", "too_long", "bad_key",
 };
 
-enum kind { KIND_COUNTER = 0, KIND_VALUE = 1 };
+/* protocol.names kinds; the index of kind_objects */
+enum kind { KIND_COUNTER = 0, KIND_VALUE = 1, KIND_GAUGE = 2, KIND_SET = 3, KIND_COUNT };
 
 typedef struct {
     long long now, oldest, newest; /* the |T window */
@@ -77,6 +89,9 @@ typedef struct {
     int has_ts;
     long long ts;
     int tagged;
+    int delta;          /* a gauge with an explicit sign: +n|g, -n|g */
+    const char *member; /* a set's member (kind set), member_len bytes */
+    Py_ssize_t member_len;
 } parsed_line;
 
 static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -243,10 +258,11 @@ static int parse_line(const char *p, Py_ssize_t len, const limits *lim, int chec
     if (!type_end) type_end = end;
     Py_ssize_t type_len = type_end - type;
     if (type_len == 1 && type[0] == 'c') out->kind = KIND_COUNTER;
-    else if (type_len == 1 && (type[0] == 'v' || type[0] == 'g' || type[0] == 'h' ||
-                               type[0] == 'd'))
+    else if (type_len == 1 && (type[0] == 'v' || type[0] == 'h' || type[0] == 'd'))
         out->kind = KIND_VALUE;
     else if (type_len == 2 && type[0] == 'm' && type[1] == 's') out->kind = KIND_VALUE;
+    else if (type_len == 1 && type[0] == 'g') out->kind = KIND_GAUGE;
+    else if (type_len == 1 && type[0] == 's') out->kind = KIND_SET;
     else return GF_UNKNOWN_TYPE;
 
     out->head = p;
@@ -263,14 +279,26 @@ static int parse_line(const char *p, Py_ssize_t len, const limits *lim, int chec
         if (contains_token(name, name_len)) return GF_BAD_KEY;
     }
 
-    if (!all_digits(value, value_len)) {
-        if (type_len == 1 && type[0] == 'g' && value_len > 0 &&
-            (value[0] == '+' || value[0] == '-'))
-            return GF_UNSUPPORTED;
-        if (!is_number(value, value_len)) return GF_BAD_VALUE;
+    out->delta = 0;
+    out->member = NULL;
+    out->member_len = 0;
+    if (out->kind == KIND_SET) {
+        /* a member: 1..255 bytes of printable ASCII (str.isprintable on ASCII) */
+        if (value_len < 1 || value_len > MAX_MEMBER_LENGTH) return GF_BAD_VALUE;
+        for (Py_ssize_t i = 0; i < value_len; i++)
+            if ((unsigned char)value[i] < 0x20 || (unsigned char)value[i] > 0x7e)
+                return GF_BAD_VALUE;
+        out->member = value;
+        out->member_len = value_len;
+        out->value = 1.0;
+    } else {
+        if (!all_digits(value, value_len)) {
+            if (!is_number(value, value_len)) return GF_BAD_VALUE;
+            out->delta = out->kind == KIND_GAUGE && (value[0] == '+' || value[0] == '-');
+        }
+        if (to_double(value, value_len, &out->value) < 0) return -1;
+        if (!isfinite(out->value)) return GF_BAD_VALUE;
     }
-    if (to_double(value, value_len, &out->value) < 0) return -1;
-    if (!isfinite(out->value)) return GF_BAD_VALUE;
 
     out->rate = 1.0;
     out->has_ts = 0;
@@ -322,17 +350,39 @@ static int read_limits(PyObject *now_obj, PyObject *max_age_obj, PyObject *max_l
     return 0;
 }
 
-static PyObject *kind_objects[2]; /* "counter", "value": interned at import */
+static PyObject *kind_objects[KIND_COUNT]; /* "counter", "value", ...: interned at import */
 
-/* buckets[ts] -> that second's table, made if missing (borrowed, or NULL + error). */
-static PyObject *table_for(PyObject *buckets, long long ts) {
-    PyObject *key = PyLong_FromLongLong(ts);
+/* protocol._sketch's C API, imported on first use (not at our import: no import
+ * order between the two extensions). NULL if it cannot be imported: then Python never
+ * asks feed() for sketches (Aggregator falls back to its own loop). */
+static GfSketchCAPI *sketch_api;
+static int sketch_api_tried;
+
+static GfSketchCAPI *get_sketch_api(void) {
+    if (!sketch_api_tried) {
+        sketch_api_tried = 1;
+        /* PyCapsule_Import finds a submodule as an attribute of its package (3.11):
+         * only once the submodule is imported. */
+        PyObject *module = PyImport_ImportModule("protocol._sketch");
+        if (module) {
+            Py_DECREF(module);
+            sketch_api = (GfSketchCAPI *)PyCapsule_Import(GF_SKETCH_CAPSULE, 0);
+        }
+        if (!sketch_api) PyErr_Clear();
+    }
+    return sketch_api;
+}
+
+/* outer[key] -> the inner dict, made if missing (borrowed, or NULL + error): buckets by
+ * second, sketches by minute. */
+static PyObject *table_for(PyObject *outer, long long key_value) {
+    PyObject *key = PyLong_FromLongLong(key_value);
     if (!key) return NULL;
-    PyObject *table = PyDict_GetItemWithError(buckets, key);
+    PyObject *table = PyDict_GetItemWithError(outer, key);
     if (!table && !PyErr_Occurred()) {
         PyObject *fresh = PyDict_New();
         if (fresh) {
-            if (PyDict_SetItem(buckets, key, fresh) == 0) table = fresh;
+            if (PyDict_SetItem(outer, key, fresh) == 0) table = fresh;
             Py_DECREF(fresh); /* the dict holds it */
         }
     }
@@ -344,21 +394,74 @@ static PyObject *table_for(PyObject *buckets, long long ts) {
     return table;
 }
 
-/* Add one sample to its bucket: the arithmetic of Aggregator.add and buckets.merge,
- * including the rule buckets.is_finite_bucket. Returns 1 if added, 0 if Python must
- * handle it (overflow, the cap, an unexpected object), -1 on error. */
+/* Remove outer[key] if it is empty (made for a sample Python then handled). */
+static int drop_if_empty(PyObject *outer, PyObject *table, long long key_value) {
+    if (PyDict_GET_SIZE(table) != 0) return 0;
+    PyObject *key = PyLong_FromLongLong(key_value);
+    if (!key) return -1;
+    int failed = PyDict_DelItem(outer, key) < 0;
+    Py_DECREF(key);
+    return failed ? -1 : 0;
+}
+
+/* The minute of epoch second ts (floor, as Python's ts - ts % 60). */
+static inline long long minute_of(long long ts) {
+    long long r = ts % 60;
+    return ts - (r < 0 ? r + 60 : r);
+}
+
+/* Add one sample to its bucket (and, given ``sketches``, its metric-minute's sketch):
+ * the arithmetic and checks of Aggregator.add, in its order: overflow first
+ * (buckets.is_finite_bucket), then the cap, which counts a new bucket and a new sketch
+ * as one slot each. Nothing is changed unless everything is. Returns 1 if added, 0 if
+ * Python must handle it (overflow, the cap, an unexpected object), -1 on error. */
 static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double value,
-                      double rate, Py_ssize_t *created, Py_ssize_t capacity) {
+                      double rate, Py_ssize_t *created, Py_ssize_t capacity,
+                      PyObject *sketch_table, int alpha_bp) {
     double weight = 1.0, total = value;
     if (rate != 1.0) {
         weight = 1.0 / rate;
         total = value * weight;
     }
     PyObject *bucket = PyDict_GetItemWithError(table, name); /* borrowed */
+    if (!bucket && PyErr_Occurred()) return -1;
+    PyObject *sketch = NULL; /* borrowed */
+    if (sketch_table) {
+        sketch = PyDict_GetItemWithError(sketch_table, name);
+        if (!sketch && PyErr_Occurred()) return -1;
+        if (sketch && Py_TYPE(sketch) != sketch_api->type) return 0;
+    }
+    double new_cnt = 0.0, new_sum = 0.0;
     if (!bucket) {
-        if (PyErr_Occurred()) return -1;
-        if (!isfinite(total)) return 0;        /* overflow: Python counts it */
-        if (*created >= capacity) return 0;   /* overload: Python counts it */
+        if (!isfinite(total)) return 0; /* overflow: Python counts it */
+    } else {
+        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
+        PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
+        PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
+        if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
+            !PyFloat_CheckExact(mx))
+            return 0;
+        new_cnt = PyFloat_AS_DOUBLE(cnt) + weight;
+        new_sum = PyFloat_AS_DOUBLE(sum) + total;
+        if (!isfinite(new_cnt) || !isfinite(new_sum)) return 0; /* overflow: Python's */
+    }
+    Py_ssize_t needed = (bucket == NULL) + (sketch_table != NULL && sketch == NULL);
+    if (needed && *created + needed > capacity) return 0; /* overload: Python counts it */
+
+    if (sketch_table) {
+        if (!sketch) {
+            PyObject *fresh = sketch_api->new_sketch(alpha_bp);
+            if (!fresh) return -1;
+            int failed = PyDict_SetItem(sketch_table, name, fresh) < 0;
+            Py_DECREF(fresh);
+            if (failed) return -1;
+            sketch = fresh; /* the dict holds it */
+            (*created)++;
+        }
+        if (sketch_api->add(sketch, value, weight) < 0) return -1;
+    }
+
+    if (!bucket) {
         PyObject *fresh = PyList_New(5);
         if (!fresh) return -1;
         PyObject *items[4] = {PyFloat_FromDouble(weight), PyFloat_FromDouble(total),
@@ -383,15 +486,8 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
         (*created)++;
         return 1;
     }
-    if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
     PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
     PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
-    if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
-        !PyFloat_CheckExact(mx))
-        return 0;
-    double new_cnt = PyFloat_AS_DOUBLE(cnt) + weight;
-    double new_sum = PyFloat_AS_DOUBLE(sum) + total;
-    if (!isfinite(new_cnt) || !isfinite(new_sum)) return 0; /* overflow: Python counts it */
     PyObject *cnt_obj = PyFloat_FromDouble(new_cnt);
     if (!cnt_obj) return -1;
     PyObject *sum_obj = PyFloat_FromDouble(new_sum);
@@ -419,24 +515,38 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
 
 static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "feed takes 8 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "feed takes 10 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *known = args[5], *buckets = args[6];
-    if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(buckets)) {
+    PyObject *data = args[0], *known = args[5], *buckets = args[6], *sketches = args[8];
+    if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(buckets) ||
+        (sketches != Py_None && !PyDict_CheckExact(sketches))) {
         PyErr_SetString(PyExc_TypeError, "feed: bytes and dicts expected");
         return NULL;
     }
+    if (sketches == Py_None) sketches = NULL;
     limits lim;
     if (read_limits(args[2], args[3], args[4], &lim) < 0) return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t capacity = PyLong_AsSsize_t(args[7]);
+    long alpha_bp = PyLong_AsLong(args[9]);
     if (PyErr_Occurred()) return NULL;
+    if (sketches && !get_sketch_api()) {
+        PyErr_SetString(PyExc_RuntimeError, "feed: sketches asked for, but "
+                                            GF_SKETCH_CAPSULE " cannot be imported");
+        return NULL;
+    }
+    if (alpha_bp < 1 || alpha_bp > 1000) { /* protocol.sketch MIN/MAX_ALPHA_BP */
+        PyErr_SetString(PyExc_ValueError, "feed: alpha_bp out of range");
+        return NULL;
+    }
     const char *base = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data);
     Py_ssize_t added = 0, created = 0, tagged = 0;
-    PyObject *now_table = NULL; /* borrowed from buckets, looked up once */
+    PyObject *now_table = NULL;  /* borrowed from buckets, looked up once */
+    PyObject *now_sketches = NULL; /* borrowed from sketches: now's minute */
+    long long now_minute = minute_of(lim.now);
     if (pos < 0) pos = 0;
     while (pos < size) {
         const char *p = base + pos;
@@ -462,46 +572,75 @@ static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         }
         if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) break;
         PyObject *name = PyTuple_GET_ITEM(entry, 0), *kind = PyTuple_GET_ITEM(entry, 1);
+        if (line.kind == KIND_GAUGE) {
+            /* a |g of a name stored as a value before gauges: a plain value sample */
+            int is_value = kind == kind_objects[KIND_VALUE];
+            if (!is_value) {
+                is_value = PyObject_RichCompareBool(kind, kind_objects[KIND_VALUE], Py_EQ);
+                if (is_value < 0) return NULL;
+            }
+            if (is_value) line.kind = KIND_VALUE;
+        }
+        if (line.kind == KIND_GAUGE || line.kind == KIND_SET)
+            break; /* gauges and sets: Python (Aggregator.add) */
         PyObject *line_kind = kind_objects[line.kind];
         if (kind != line_kind) {
             int same = PyObject_RichCompareBool(kind, line_kind, Py_EQ);
             if (same < 0) return NULL;
             if (!same) break; /* a kind conflict: Python counts it */
         }
+        long long ts = line.has_ts ? line.ts : lim.now;
         PyObject *table;
-        if (!line.has_ts || line.ts == lim.now) {
+        if (ts == lim.now) {
             if (!now_table) {
                 now_table = table_for(buckets, lim.now);
                 if (!now_table) return NULL;
             }
             table = now_table;
         } else {
-            table = table_for(buckets, line.ts);
+            table = table_for(buckets, ts);
             if (!table) return NULL;
         }
-        int done = add_sample(table, name, kind, line.value, line.rate, &created,
-                              capacity);
-        if (done < 0) return NULL;
-        if (done == 0) {
-            if (PyDict_GET_SIZE(table) == 0) { /* made for nothing: no empty tables */
-                PyObject *key = PyLong_FromLongLong(line.has_ts ? line.ts : lim.now);
-                if (!key || PyDict_DelItem(buckets, key) < 0) {
-                    Py_XDECREF(key);
-                    return NULL;
+        PyObject *sketch_table = NULL;
+        long long minute = minute_of(ts);
+        if (sketches && line.kind == KIND_VALUE) {
+            if (minute == now_minute) {
+                if (!now_sketches) {
+                    now_sketches = table_for(sketches, now_minute);
+                    if (!now_sketches) return NULL;
                 }
-                Py_DECREF(key);
+                sketch_table = now_sketches;
+            } else {
+                sketch_table = table_for(sketches, minute);
+                if (!sketch_table) return NULL;
+            }
+        }
+        int done = add_sample(table, name, kind, line.value, line.rate, &created,
+                              capacity, sketch_table, (int)alpha_bp);
+        if (done < 0) return NULL;
+        if (done == 0) { /* made for nothing: no empty tables */
+            if (PyDict_GET_SIZE(table) == 0) {
+                if (drop_if_empty(buckets, table, ts) < 0) return NULL;
                 if (table == now_table) now_table = NULL;
+            }
+            if (sketch_table && PyDict_GET_SIZE(sketch_table) == 0) {
+                if (drop_if_empty(sketches, sketch_table, minute) < 0) return NULL;
+                if (sketch_table == now_sketches) now_sketches = NULL;
             }
             break;
         }
-        /* Issue 11 (percentile sketches): a value sample's sketch-bin update belongs
-         * here, in this pass: kind == KIND_VALUE, line.value, weight 1/line.rate. */
         added++;
         tagged += line.tagged;
         pos = next;
     }
     if (pos > size) pos = size;
     return Py_BuildValue("(nnnn)", pos, added, created, tagged);
+}
+
+static PyObject *has_sketches(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(get_sketch_api() != NULL);
 }
 
 static PyObject *sample_tuple(const parsed_line *line) {
@@ -517,13 +656,19 @@ static PyObject *sample_tuple(const parsed_line *line) {
         name_len -= TOKEN_LENGTH + 1;
     }
     PyObject *ts = line->has_ts ? PyLong_FromLongLong(line->ts) : Py_NewRef(Py_None);
-    PyObject *result = NULL;
-    if (ts)
-        result = Py_BuildValue("(s#OddNN)", name, name_len, kind_objects[line->kind],
-                               line->value, line->rate, ts, token);
-    else
+    if (!ts) {
         Py_DECREF(token);
-    return result;
+        return NULL;
+    }
+    PyObject *member = line->member ? PyUnicode_DecodeASCII(line->member, line->member_len, NULL)
+                                    : Py_NewRef(Py_None);
+    if (!member) {
+        Py_DECREF(ts);
+        Py_DECREF(token);
+        return NULL;
+    }
+    return Py_BuildValue("(s#OddNNNO)", name, name_len, kind_objects[line->kind], line->value,
+                         line->rate, ts, token, member, line->delta ? Py_True : Py_False);
 }
 
 static PyObject *parse_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -568,6 +713,8 @@ static PyMethodDef methods[] = {
      "Parse and aggregate the lines of known names; see collector/_fastfeed.c."},
     {"parse_lines", (PyCFunction)(void (*)(void))parse_lines, METH_FASTCALL,
      "The C parser in the shape of LineParser.parse, for differential tests."},
+    {"has_sketches", has_sketches, METH_NOARGS,
+     "True if protocol._sketch's C API can be imported: feed() can then add to sketches."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -576,15 +723,18 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastfeed(void) {
-    kind_objects[KIND_COUNTER] = PyUnicode_InternFromString("counter");
-    kind_objects[KIND_VALUE] = PyUnicode_InternFromString("value");
-    if (!kind_objects[KIND_COUNTER] || !kind_objects[KIND_VALUE]) return NULL;
+    static const char *const kind_names[KIND_COUNT] = {"counter", "value", "gauge", "set"};
+    for (int i = 0; i < KIND_COUNT; i++) {
+        kind_objects[i] = PyUnicode_InternFromString(kind_names[i]);
+        if (!kind_objects[i]) return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddIntConstant(m, "FUTURE_TOLERANCE", FUTURE_TOLERANCE) < 0 ||
         PyModule_AddObject(m, "RATE_FLOOR", PyFloat_FromDouble(RATE_FLOOR)) < 0 ||
         PyModule_AddIntConstant(m, "MAX_NAME_LENGTH", MAX_NAME_LENGTH) < 0 ||
-        PyModule_AddIntConstant(m, "TOKEN_LENGTH", TOKEN_LENGTH) < 0) {
+        PyModule_AddIntConstant(m, "TOKEN_LENGTH", TOKEN_LENGTH) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_MEMBER_LENGTH", MAX_MEMBER_LENGTH) < 0) {
         Py_DECREF(m);
         return NULL;
     }

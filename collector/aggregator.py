@@ -1,12 +1,29 @@
-"""Per-second buckets in memory: epoch second -> metric -> [cnt, sum, min, max, kind].
+"""Per-second buckets in memory: epoch second -> metric -> [cnt, sum, min, max, kind];
+and beside them one summary per metric-minute: minute -> metric -> summary.
 
 One table per second rather than one table keyed by (metric, second): a bucket then
 costs no key tuple and no int of its own (326 -> 234 B of RSS per metric-second,
 ``scripts/bench --only memory``), and the hot path finds this second's table once per
 datagram, then each bucket with one lookup by name and no key to build.
 
-Runs on the event loop only; the flusher swaps the whole table out with ``take()``
-(O(1)), so nothing else ever touches a table that is still being written.
+What each kind keeps (a sampled line ``|@r`` weighs 1/r in the buckets' counts):
+
+- counter ``n|c``: the bucket (cnt += 1/r, sum += n/r); no summary.
+- value ``x|ms`` (v, h, d): the bucket, and the minute's quantile sketch
+  (protocol.sketch, alpha from --sketch-alpha) gets x with weight 1/r, as the count
+  does (--no-sketches: no sketch).
+- set ``m|s``: the bucket counts lines (cnt = sum += 1/r, min = max = 1); the minute's
+  HyperLogLog (protocol.hll) gets the member, whatever the rate (a member is in the set
+  or not).
+- gauge ``x|g``: the gauge's current value (``gauges``, kept across take()) becomes x;
+  ``+x|g`` / ``-x|g`` add x to it, or set it to the signed x if the gauge is unseen
+  (Etsy statsd's rule: ``-5|g`` on a new gauge is -5). The resulting value is the
+  bucket's sample (weight 1: a rate on a gauge line is ignored, as in Etsy statsd) and
+  the minute's last value (by arrival order). A ``|g`` sample of a name that is a
+  value (stored before gauges existed) is a plain value sample, sign and all.
+
+Runs on the event loop only; the flusher swaps the tables out with ``take()`` (O(1)),
+so nothing else ever touches a table that is still being written.
 """
 
 from __future__ import annotations
@@ -15,18 +32,33 @@ import math
 import time
 from collections.abc import Callable
 from itertools import repeat
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
 from protocol.buckets import is_finite_bucket, merge
+from protocol.hll import DistinctCount
 from protocol.lines import KIND_BY_TYPE, NUMBER, LineParser, Parsed, Reason, Sample
-from protocol.names import Kind
+from protocol.names import COUNTER, GAUGE, SET, VALUE, Kind
+from protocol.sketch import PySketch, Sketch
 
 # ts -> name -> [cnt, sum, mn, mx, kind]. Each bucket carries its kind, so a bucket
 # taken before the store corrected a name's kind is never written under the new one.
 # A second has a table only while it holds a bucket (no empty tables are left behind).
 Buckets = dict[int, dict[str, list[Any]]]
+# minute (epoch second, a multiple of 60) -> name -> that metric-minute's summary since
+# the last take(): a sketch (value: protocol._sketch.Sketch with the C pass, else the
+# reference protocol.sketch.PySketch: the same bins and bytes), a DistinctCount (set)
+# or the last value, a float (gauge). No empty tables either.
+Sketches = dict[int, dict[str, Any]]
+
+
+class Taken(NamedTuple):
+    """What take() hands to the flusher."""
+
+    buckets: Buckets
+    sketches: Sketches
+
 
 # What a key check answers for a token: usable for writing, not usable, or not known yet.
 KEY_OK: Final = 1
@@ -37,10 +69,24 @@ KeyCheck = Callable[[str], int]
 # Optional C accelerator of feed() (collector/_fastfeed.c): parses every line in C and
 # aggregates those of known names; the Python loop otherwise (same results).
 _feed_fast: Callable[..., tuple[int, int, int, int]] | None
+_has_sketches: Callable[[], bool] | None
 try:
-    from collector._fastfeed import feed as _feed_fast
+    from collector import _fastfeed
 except ImportError:  # not built: the pure-Python path, same results
-    _feed_fast = None
+    _feed_fast = _has_sketches = None
+else:
+    _feed_fast = _fastfeed.feed
+    _has_sketches = _fastfeed.has_sketches
+
+
+def _c_sketch_type() -> type[Any] | None:
+    """protocol._sketch.Sketch, the C sketch whose capsule the C pass adds through, or
+    None if it is not built (then value names with sketches on take the Python loop)."""
+    built: type[Any] = Sketch  # protocol.sketch: the C type where it is built
+    if _has_sketches is None or built is PySketch or not _has_sketches():
+        return None
+    return built
+
 
 MAX_HELD_SAMPLES: Final = 100_000  # keyed samples waiting for their key's lookup
 MAX_KNOWN_HEADS: Final = 200_000  # fast-path name cache entries (see Aggregator.feed)
@@ -66,7 +112,26 @@ class Aggregator:
             max_line_length=config.max_line_length, max_age=config.retention_raw
         )
         self.buckets: Buckets = {}
-        self._pending = 0  # buckets in ``buckets`` (summing the tables' sizes is O(seconds))
+        self.sketches: Sketches = {}
+        # Buckets in ``buckets`` plus summaries in ``sketches`` (summing the tables'
+        # sizes is O(seconds)): what max_pending_buckets caps.
+        self._pending = 0
+        # name -> the gauge's current value, by arrival order: kept across take() (a
+        # delta applies to it), restored at start-up (restore_gauges), forgotten with
+        # the name (evict_idle).
+        self.gauges: dict[str, float] = {}
+        self._alpha_bp = config.alpha_bp
+        # The C pass, and the sketch type it and the Python paths share: the C pass
+        # adds to protocol._sketch sketches through their capsule, so without that
+        # module, value names with sketches on take the Python loop (same results).
+        feed_fast = _feed_fast
+        c_sketch = _c_sketch_type() if feed_fast is not None else None
+        if feed_fast is not None and config.sketches and c_sketch is None:
+            feed_fast = None
+        self._feed_fast = feed_fast
+        # The pure-Python loop keeps the reference sketch: in practice the C sketch is
+        # built wherever the C pass is, and tests hold the two paths' bytes equal.
+        self._new_sketch: Callable[[int], Any] = PySketch if c_sketch is None else c_sketch
         # name -> kind: fixed by the first sample (or by the store, see learn_kinds).
         self.kinds: dict[str, Kind] = {}
         self.key_check = key_check
@@ -88,27 +153,34 @@ class Aggregator:
 
     @property
     def pending_buckets(self) -> int:
-        """Metric-seconds held, not yet taken: what ``max_pending_buckets`` caps."""
+        """Metric-seconds and metric-minute summaries held, not yet taken: what
+        ``max_pending_buckets`` caps."""
         return self._pending
+
+    @property
+    def uses_c(self) -> bool:
+        """True if feed() runs the C pass (built, and able to keep the sketches)."""
+        return self._feed_fast is not None
 
     def feed(self, data: bytes, now: int) -> None:
         """Parse a datagram or a run of complete TCP lines and aggregate its samples.
 
         The hot path (a profile of the daemon under UDP load put ~28% of its time in
         building one Sample per line, ~26% in ``add``): parse and aggregate in one pass,
-        no per-line objects, for the lines of names validated before. With the C
-        accelerator that is every valid unkeyed line of a known name (any value, rate,
-        tags, |T); the pure-Python loop takes only ``name:value|type``. Every other
-        line (first sight of a name, a key prefix, anything bad, a conflict, an
-        overflow) goes through ``LineParser.parse`` and ``add`` in its turn, so the
-        result is exactly the same as parsing the whole datagram first, line order
-        included.
+        no per-line objects, for the counter and value lines of names validated before.
+        With the C accelerator that is every valid unkeyed counter or value line of a
+        known name (any value, rate, tags, |T), sketches included; the pure-Python loop
+        takes only ``name:value|type``. Every other line (first sight of a name, a key
+        prefix, a gauge or set line, anything bad, a conflict, an overflow) goes through
+        ``LineParser.parse`` and ``add`` in its turn, so the result is exactly the same
+        as parsing the whole datagram first, line order included.
         """
         if self.config.require_key:
             self._feed_parsed(data, now)
             return
-        if _feed_fast is not None:
-            self._feed_c(_feed_fast, data, now)
+        feed_fast = self._feed_fast
+        if feed_fast is not None:
+            self._feed_c(feed_fast, data, now)
             return
         buckets = self.buckets
         table = buckets.get(now)
@@ -122,19 +194,23 @@ class Aggregator:
         self, feed_fast: Callable[..., tuple[int, int, int, int]], data: bytes, now: int
     ) -> None:
         """The C accelerator parses every line (the whole grammar, bit for bit that of
-        LineParser) and aggregates the good lines of known names; it stops at any other
-        line (a new name, a key prefix, a bad line, a conflict, an overflow, the cap),
-        which the general path handles, counts and learns from, before C goes on."""
+        LineParser) and aggregates the good counter and value lines of known names; it
+        stops at any other line (a new name, a key prefix, a gauge or set, a bad line,
+        a conflict, an overflow, the cap), which the general path handles, counts and
+        learns from, before C goes on."""
         size = len(data)
         pos = added = tagged = 0
         known = self._known
         buckets = self.buckets
+        sketches = self.sketches if self.config.sketches else None
+        alpha_bp = self._alpha_bp
         max_len = self.parser.max_line_length
         max_age = self.parser.max_age
         cap = self.config.max_pending_buckets
         while True:
             pos, count, created, tags = feed_fast(
-                data, pos, now, max_age, max_len, known, buckets, cap - self._pending
+                data, pos, now, max_age, max_len, known, buckets, cap - self._pending,
+                sketches, alpha_bp,
             )
             added += count
             tagged += tags
@@ -156,11 +232,16 @@ class Aggregator:
         """The fused loop in pure Python (without the accelerator, and its fallback).
 
         ``table`` is ``buckets[now]``, made by ``feed`` (the general path adds to it too).
+        A new metric-second (or, for a value with sketches, metric-minute) goes through
+        ``add``, which owns the cap; the loop itself only adds to what exists.
         """
         known = self._known
         kind_by_type = KIND_BY_TYPE
         max_len = self.parser.max_line_length
         tails = self._tails
+        sketches_on = self.config.sketches
+        minute = now - now % 60
+        summaries: dict[str, Any] | None = None  # sketches[minute], once looked up
         lines = added = 0
         for line in data.split(b"\n"):
             head, _colon, rest = line.partition(b":")
@@ -174,18 +255,15 @@ class Aggregator:
             if tail is None:
                 raw, _bar, type_code = rest.partition(b"|")
                 # Anything but a type code alone ("c|@0.5", "ms|#tags", "c\r", an
-                # unknown type) and any unusual value take the general path.
+                # unknown type), a gauge or a set, and any unusual value take the
+                # general path.
                 type_kind = kind_by_type.get(type_code)
-                if type_kind is None:
+                if type_kind is not COUNTER and type_kind is not VALUE:
                     self._feed_line(line, head, now)
                     continue
                 if raw.isdigit() and len(raw) < 300:  # the common case: a plain integer
                     value = float(raw)
-                elif (
-                    NUMBER.fullmatch(raw) is None
-                    or (type_code == b"g" and raw[:1] in (b"+", b"-"))
-                    or not math.isfinite(value := float(raw))
-                ):
+                elif NUMBER.fullmatch(raw) is None or not math.isfinite(value := float(raw)):
                     self._feed_line(line, head, now)
                     continue
                 if len(tails) >= MAX_KNOWN_TAILS:
@@ -193,30 +271,39 @@ class Aggregator:
                 tail = tails[rest] = (value, type_kind)
             value, type_kind = tail
             name, kind = entry
-            if type_kind != kind:  # a kind conflict: the general path counts it
+            if type_kind != kind:  # a kind conflict (or |g of a value): the general path
                 self._feed_line(line, head, now)
                 continue
             bucket = table.get(name)
+            sketch = None
+            if sketches_on and kind == VALUE:
+                if summaries is None:
+                    summaries = self.sketches.get(minute)
+                    if summaries is None:
+                        summaries = self.sketches[minute] = {}
+                sketch = summaries.get(name)
+                if sketch is None:
+                    bucket = None  # a new metric-minute: add() makes both, or counts
             if bucket is None:
-                if self._pending >= self.config.max_pending_buckets:
-                    lines += 1
-                    self.add(Sample(name, kind, value, 1.0, None, None), now)  # counts it
-                    continue
-                table[name] = [1.0, value, value, value, kind]
-                self._pending += 1
-            else:
-                total = bucket[1] + value
-                if total - total != 0.0:  # inf: buckets.is_finite_bucket, inline
-                    lines += 1
-                    self.add(Sample(name, kind, value, 1.0, None, None), now)  # counts it
-                    continue
-                bucket[0] += 1.0  # finite: a count of 1e308 samples never comes
-                bucket[1] = total
-                if value < bucket[2]:
-                    bucket[2] = value
-                elif value > bucket[3]:
-                    bucket[3] = value
+                lines += 1
+                self.add(Sample(name, kind, value, 1.0, None, None), now)
+                continue
+            total = bucket[1] + value
+            if total - total != 0.0:  # inf: buckets.is_finite_bucket, inline
+                lines += 1
+                self.add(Sample(name, kind, value, 1.0, None, None), now)  # counts it
+                continue
+            if sketch is not None:
+                sketch.add(value, 1.0)
+            bucket[0] += 1.0  # finite: a count of 1e308 samples never comes
+            bucket[1] = total
+            if value < bucket[2]:
+                bucket[2] = value
+            elif value > bucket[3]:
+                bucket[3] = value
             added += 1
+        if summaries is not None and not summaries:
+            self.sketches.pop(minute, None)  # made for nothing
         stats = self.stats
         stats.lines += lines + added
         stats.samples += added
@@ -253,7 +340,14 @@ class Aggregator:
                 self.add(sample, now)
 
     def add(self, sample: Sample, now: int) -> None:
-        name, kind, value, rate, timestamp, _token = sample
+        """Aggregate one sample (module docstring: what each kind keeps).
+
+        Checked before anything changes, in this order: the name's kind (new names
+        past max_metrics: too_many_metrics; the other kind: kind_conflict), overflow
+        (the bucket, or the gauge, would stop being finite), then the cap: a new
+        bucket and a new summary take one max_pending_buckets slot each (overload).
+        """
+        name, kind, value, rate, timestamp, _token, member, delta = sample
         kinds = self.kinds
         known = kinds.get(name)
         if known is None:
@@ -262,31 +356,67 @@ class Aggregator:
                 return
             kinds[name] = kind
         elif known != kind:
-            self.stats.drop(Reason.KIND_CONFLICT, 1, f"{name}: {kind} sample for a {known}")
-            return
+            if known == VALUE and kind == GAUGE:
+                kind = VALUE  # stored as a value before gauges existed: a plain value
+            else:
+                self.stats.drop(Reason.KIND_CONFLICT, 1, f"{name}: {kind} sample for a {known}")
+                return
         ts = now if timestamp is None else timestamp
         table = self.buckets.get(ts)
         bucket = None if table is None else table.get(name)
-        if rate == 1.0:
-            weight = 1.0
+        weight = 1.0 if rate == 1.0 else 1.0 / rate  # <= 1e6: the parser's RATE_FLOOR
+        if kind == GAUGE:
+            if delta:
+                current = self.gauges.get(name)
+                if current is not None:
+                    value = current + value
+            weight = 1.0  # the rate of a gauge line is ignored (Etsy statsd)
             total = value
+        elif kind == SET:
+            total = weight
+            value = 1.0
         else:
-            weight = 1.0 / rate  # <= 1e6: the parser's RATE_FLOOR
-            total = value * weight
+            total = value if weight == 1.0 else value * weight
+        summarised = kind != COUNTER and (kind != VALUE or self.config.sketches)
+        minute = ts - ts % 60
+        summaries = self.sketches.get(minute) if summarised else None
+        summary = None if summaries is None else summaries.get(name)
         if bucket is None:
             if not is_finite_bucket(weight, total, value, value):  # e.g. 1e308|c|@0.1
                 self.stats.drop(Reason.OVERFLOW, 1, name)
                 return
-            if self._pending >= self.config.max_pending_buckets:
-                self.stats.drop(Reason.OVERLOAD, 1, name)
-                return
+        elif not is_finite_bucket(bucket[0] + weight, bucket[1] + total, value, value):
+            self.stats.drop(Reason.OVERFLOW, 1, name)
+            return
+        needed = (bucket is None) + (summarised and summary is None)
+        if needed and self._pending + needed > self.config.max_pending_buckets:
+            self.stats.drop(Reason.OVERLOAD, 1, name)
+            return
+        if summarised:
+            if summaries is None:
+                summaries = self.sketches[minute] = {}
+            if kind == GAUGE:
+                summaries[name] = value  # the minute's last value
+                self.gauges[name] = value
+            elif kind == SET:
+                if summary is None:
+                    summary = summaries[name] = DistinctCount()
+                # A set sample always has its member (protocol.lines); another source
+                # of sets would key by the value's text.
+                summary.add(member if member is not None else repr(sample.value))
+            else:
+                if summary is None:
+                    summary = summaries[name] = self._new_sketch(self._alpha_bp)
+                summary.add(value, weight)
+        elif kind == GAUGE:
+            self.gauges[name] = value
+        if bucket is None:
             if table is None:
                 table = self.buckets[ts] = {}
             table[name] = [weight, total, value, value, kind]
-            self._pending += 1
-        elif not merge(bucket, weight, total, value, value):
-            self.stats.drop(Reason.OVERFLOW, 1, name)
-            return
+        else:
+            merge(bucket, weight, total, value, value)
+        self._pending += needed
         self.stats.samples += 1
 
     def _add_keyed(self, sample: Sample, now: int) -> None:
@@ -323,12 +453,39 @@ class Aggregator:
             else:
                 self.stats.drop(Reason.BAD_KEY, 1, sample.name)
 
-    def take(self) -> Buckets:
-        """Hand the current buckets to the flusher and start empty."""
+    def take(self) -> Taken:
+        """Hand the current buckets and summaries to the flusher and start empty.
+        The gauges' current values stay (a delta after a flush applies to them)."""
         buckets, self.buckets = self.buckets, {}
+        sketches, self.sketches = self.sketches, {}
         self._pending = 0
         self._note_active(buckets)
-        return buckets
+        return Taken(buckets, sketches)
+
+    def restore_gauges(self, lasts: dict[str, float]) -> int:
+        """Take the gauges' current values from the store at start-up
+        (``Store.gauge_lasts``), so a delta after a restart applies to the value before
+        it. A gauge that has had a sample since start keeps that (newer) value; a name
+        this collector knows as another kind, or one past max_metrics, is skipped.
+        Returns how many were restored."""
+        kinds = self.kinds
+        gauges = self.gauges
+        stamp = self.clock()
+        restored = 0
+        for name, value in lasts.items():
+            if name in gauges or not math.isfinite(value):
+                continue
+            known = kinds.get(name)
+            if known is None:
+                if len(kinds) >= self.config.max_metrics:
+                    continue
+                kinds[name] = GAUGE
+            elif known != GAUGE:
+                continue
+            gauges[name] = value
+            self._last_active.setdefault(name, stamp)  # idle from now on, not before
+            restored += 1
+        return restored
 
     def _note_active(self, buckets: Buckets) -> None:
         """Stamp the names of these buckets as active now (for evict_idle).
@@ -347,7 +504,8 @@ class Aggregator:
     def evict_idle(self) -> bool:
         """Forget names that had no sample for ``metric_idle_ttl`` seconds, so they
         leave the ``max_metrics`` count (Etsy statsd's ``deleteIdleStats``): a flood of
-        junk names blocks new metrics for that long, not until a restart.
+        junk names blocks new metrics for that long, not until a restart. An idle
+        gauge's current value goes with it: a delta after that sets it anew.
 
         Amortised: a sweep over every name starts at most every ttl/4 (between 0.25 s
         and 60 s), and each call looks at IDLE_SWEEP_SLICE names of it. Returns True
@@ -386,14 +544,40 @@ class Aggregator:
 
     def _forget(self, name: str) -> None:
         """Drop every trace of ``name`` that makes it a known metric: its kind, its
-        activity stamp and its fast-path cache entry (an unkeyed head is the name's
-        bytes: see _feed_line), so the next sample takes the general path."""
+        activity stamp, its gauge value and its fast-path cache entry (an unkeyed head
+        is the name's bytes: see _feed_line), so the next sample takes the general
+        path."""
         del self.kinds[name]
         del self._last_active[name]
+        self.gauges.pop(name, None)
         self._known.pop(name.encode("ascii"), None)
         self.evicted += 1
 
     def learn_kinds(self, stored: dict[str, Kind]) -> None:
-        """The store holds these names with another kind: later samples must match it."""
-        self.kinds.update(stored)
+        """The store holds these names with another kind: later samples must match it.
+
+        What is pending for such a name under the old kind would be refused at its
+        flush: it is dropped now and counted as kind_conflict (as the flusher counts
+        the refused part of a batch), so that the next samples start buckets and
+        summaries of the stored kind."""
+        kinds = self.kinds
+        changed = {name for name, kind in stored.items() if kinds.get(name, kind) != kind}
+        if changed:
+            self._drop_pending(changed)
+        kinds.update(stored)
         self._known.clear()
+
+    def _drop_pending(self, names: set[str]) -> None:
+        for tables in (self.buckets, self.sketches):
+            for key in list(tables):
+                table = tables[key]
+                for name in names.intersection(table):
+                    item = table.pop(name)
+                    self._pending -= 1
+                    if tables is self.buckets:
+                        self.stats.drop(Reason.KIND_CONFLICT, round(item[0]),
+                                        f"{name}: {item[4]} samples for a changed kind")
+                if not table:
+                    del tables[key]
+        for name in names:
+            self.gauges.pop(name, None)

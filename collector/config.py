@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.options import cli
+from protocol.sketch import MAX_ALPHA_BP, MIN_ALPHA_BP
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,8 @@ class CollectorConfig:
         duration=True))
     max_pending_buckets: int = field(default=2_000_000, metadata=cli(
         "--max-pending-buckets",
-        "Unflushed metric-seconds held in memory; past it samples are dropped.", min=1000))
+        "Unflushed metric-seconds and metric-minute summaries (sketches, sets, gauge "
+        "lasts) held in memory; past it samples are dropped.", min=1000))
     retention_raw: int = field(default=7 * 86400, metadata=cli(
         "--retention-raw",
         "How long per-second points are kept; also the oldest |T accepted.", duration=True))
@@ -79,6 +81,16 @@ class CollectorConfig:
     retention_1h: int = field(default=730 * 86400, metadata=cli(
         "--retention-1h", "How long per-hour rollups (points_1h) are kept.", duration=True))
 
+    # -- summaries (docs/sketches.md) --
+    sketches: bool = field(default=True, metadata=cli(
+        "--sketches/--no-sketches",
+        "Keep a quantile sketch per value metric-minute (percentiles, histograms)."))
+    sketch_alpha: float = field(default=1.0, metadata=cli(
+        "--sketch-alpha",
+        "Relative error of the quantile sketches, in percent: 0.01 to 10, in whole basis "
+        "points.",
+        min=0.01, max=10.0))
+
     # -- Graphite plaintext (collector.carbon) --
     carbon_port: int | None = field(default=None, metadata=cli(  # None: no carbon listener
         "--carbon-port",
@@ -88,6 +100,12 @@ class CollectorConfig:
         "--carbon-counter-pattern",
         "Regular expression: carbon names it is found in are counters, the others values "
         "[default: all values]."))
+
+    @property
+    def alpha_bp(self) -> int:
+        """``sketch_alpha`` in basis points (protocol.sketch's unit): 1% -> 100."""
+        return min(MAX_ALPHA_BP, max(MIN_ALPHA_BP, round(self.sketch_alpha * 100)))
+
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:

@@ -122,6 +122,8 @@ class Collector:
                          "they are written first", writer.spool.path, writer.spool.batches,
                          writer.spool.rows)
             writer.start()
+        # Gauges' current values first, so a delta on the first lines applies to them.
+        restored = writer.store_ready.is_set() and await self._restore_gauges()
         if config.udp_port is not None:
             sock = bind_udp(config.host, config.udp_port, config.udp_rcvbuf,
                             reuse_port=self.reuse_port)
@@ -155,6 +157,8 @@ class Collector:
                 self._log_kernel_drops(KernelDropLog(self._udp_socket))))
         if not self.writer.store_ready.is_set():
             self._housekeeping.append(asyncio.create_task(self._migrate_until_done()))
+        if not restored:
+            self._housekeeping.append(asyncio.create_task(self._restore_gauges_later()))
         if config.retention_interval > 0:
             self._housekeeping.append(asyncio.create_task(run_retention(
                 self.store, config, self.stats, self.writer.store_ready, self._stopping
@@ -255,6 +259,33 @@ class Collector:
             self.stats.store_ready = 1
             self.writer.mark_store_ready()
             return
+
+    async def _restore_gauges(self) -> bool:
+        """The gauges' last values from the store (Aggregator.restore_gauges); False
+        if the store did not answer within --flush-timeout."""
+        try:
+            lasts = await asyncio.wait_for(self.store.gauge_lasts(),
+                                           timeout=self.config.flush_timeout)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("could not read the gauges' last values from %s (%s); retrying "
+                        "in the background (until then a gauge delta sets an unseen "
+                        "gauge)", self.store.url_for_logs, exc or "timeout")
+            return False
+        restored = self.aggregator.restore_gauges(lasts)
+        if lasts:
+            log.info("restored %d gauge value(s) of %d from the store", restored, len(lasts))
+        return True
+
+    async def _restore_gauges_later(self) -> None:
+        """The store was not ready (or did not answer) at start-up: restore as soon as
+        it does, with backoff."""
+        delay = 1.0
+        while True:
+            await self.writer.store_ready.wait()
+            if await self._restore_gauges():
+                return
+            await asyncio.sleep(delay)
+            delay = min(MIGRATE_RETRY_MAX, delay * 2)
 
     # -- keys ------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """Cuts the aggregator's buckets into batches for the durable writer, every interval.
 
+A batch carries the per-second points and, beside them, one SketchRow per
+metric-minute: that minute's summary since the last cut (store.base.SketchRow), which
+the store merges into what it holds.
+
 The ticker runs whatever the database does; everything after the cut (writing, retries,
 the spool, the quarantine) is ``store.durable.DurableWriter``'s. While the writer holds
 ``max_pending_rows`` rows in memory (the spool cannot take more: disk full,
@@ -17,17 +21,22 @@ import logging
 import time
 from typing import Final
 
-from collector.aggregator import Aggregator, Buckets
+from collector.aggregator import Aggregator, Buckets, Sketches
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
+from protocol.hll import DistinctCount
 from protocol.lines import Reason
-from protocol.names import Kind
-from store.base import Batch, PointRow
+from protocol.names import GAUGE, SET, VALUE, Kind
+from protocol.summary import encode_last
+from store.base import Batch, PointRow, SketchRow
 from store.durable import DurableWriter
 
 log = logging.getLogger(__name__)
 
 INLINE_POINTS: Final = 5_000  # build larger batches in a thread, off the event loop
+# A summary costs more than a point to encode (a sketch of many bins, an HLL of up to
+# 8 KB): this many count as one INLINE_POINTS budget.
+SUMMARY_COST: Final = 10
 
 
 def buckets_to_points(buckets: Buckets) -> list[PointRow]:
@@ -36,6 +45,25 @@ def buckets_to_points(buckets: Buckets) -> list[PointRow]:
         for ts, table in buckets.items()
         for name, bucket in table.items()
     ]
+
+
+def sketches_to_rows(sketches: Sketches) -> list[SketchRow]:
+    """The SketchRows of taken summaries: value, the sketch's bytes; set, the HLL's;
+    gauge, the minute's last value (protocol.summary.encode_last)."""
+    rows: list[SketchRow] = []
+    for minute, table in sketches.items():
+        for name, summary in table.items():
+            if type(summary) is float:
+                rows.append((name, GAUGE, minute, encode_last(summary)))
+            elif isinstance(summary, DistinctCount):
+                rows.append((name, SET, minute, summary.to_bytes()))
+            else:  # protocol.sketch.Sketch, or the C sketch of the same bytes
+                rows.append((name, VALUE, minute, summary.to_bytes()))
+    return rows
+
+
+def to_batch(buckets: Buckets, sketches: Sketches) -> tuple[list[PointRow], list[SketchRow]]:
+    return buckets_to_points(buckets), sketches_to_rows(sketches)
 
 
 class Flusher:
@@ -80,15 +108,16 @@ class Flusher:
         if not force and self.writer.pending_rows >= self.config.max_pending_rows:
             self.stats.backpressure_skips += 1
             return
-        buckets = self.aggregator.take()
+        buckets, sketches = self.aggregator.take()
         rows = sum(map(len, buckets.values()))  # one table per second: a short sum
-        if not rows:
+        summaries = sum(map(len, sketches.values()))  # one per minute: shorter
+        if not rows and not summaries:
             return
-        if rows > INLINE_POINTS:
-            points = await asyncio.to_thread(buckets_to_points, buckets)
+        if rows + SUMMARY_COST * summaries > INLINE_POINTS:
+            points, sketch_rows = await asyncio.to_thread(to_batch, buckets, sketches)
         else:
-            points = buckets_to_points(buckets)
-        self.writer.submit(points)
+            points, sketch_rows = to_batch(buckets, sketches)
+        self.writer.submit(points, sketch_rows)
 
     def count_conflicts(self, batch: Batch, conflicts: dict[str, Kind]) -> None:
         """Another process fixed these names with the other kind first."""

@@ -54,6 +54,8 @@ class Config:
             raise ConfigError("--flush-interval must be positive")
         if c.max_line_length < 64:
             raise ConfigError("--max-line-length must be at least 64")
+        if not 0.01 <= c.sketch_alpha <= 10.0:
+            raise ConfigError("--sketch-alpha must be 0.01..10 (percent)")
         if self.workers > 1 and self.admin.port is not None:
             raise ConfigError("--admin-port cannot be used with --workers")
         if c.carbon_counter_pattern is not None:

@@ -2,6 +2,12 @@
 
     line = [token "."] name ":" value "|" type ["|@" rate] ["|#" tags] ["|T" epoch]
 
+``|s`` (sets): the value is a member, 1..255 bytes of printable ASCII (0x20..0x7E; "|"
+cannot occur, it ends the field); the sample carries it as ``member`` and value 1.0.
+``|g`` with an explicit sign (``+5|g``, ``-5|g``) is a gauge delta (``delta=True``, the
+signed value); without one it sets the gauge. What the aggregator does with them:
+collector/aggregator.py.
+
 The parser never raises on input: every bad line becomes a ``LineError`` with a reason,
 and the other lines of the datagram are unaffected. It is the hot path of the daemon,
 so it makes one pass over the datagram, caches validated names, and builds one tuple
@@ -16,7 +22,7 @@ from enum import StrEnum
 from typing import Final, NamedTuple
 
 from protocol.buckets import RATE_FLOOR
-from protocol.names import COUNTER, VALUE, Kind, is_valid_name_bytes
+from protocol.names import COUNTER, GAUGE, SET, VALUE, Kind, is_valid_name_bytes
 from protocol.tokens import DISPLAY_PREFIX_LENGTH, TOKEN_LENGTH, contains_token
 
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
@@ -29,11 +35,10 @@ class Reason(StrEnum):
 
     PARSE_ERROR = "parse_error"  # not name:value|type, or an unknown |field
     BAD_NAME = "bad_name"
-    BAD_VALUE = "bad_value"  # not a finite number
-    UNKNOWN_TYPE = "unknown_type"  # e.g. StatsD sets (|s)
+    BAD_VALUE = "bad_value"  # not a finite number; for |s, not a member (MAX_MEMBER_LENGTH)
+    UNKNOWN_TYPE = "unknown_type"  # e.g. |q, |C, DogStatsD events
     BAD_RATE = "bad_rate"  # not in [RATE_FLOOR, 1] = [1e-6, 1]
     BAD_TIMESTAMP = "bad_timestamp"  # not an integer, or outside the accepted window
-    UNSUPPORTED = "unsupported"  # StatsD gauge deltas (+n|g, -n|g)
     TOO_LONG = "too_long"
     BAD_KEY = "bad_key"  # malformed, unknown or revoked token
     NO_KEY = "no_key"  # --require-key and the line carries no token
@@ -44,7 +49,11 @@ class Reason(StrEnum):
 
 
 class Sample(NamedTuple):
-    """One good line. ``timestamp`` is None for "now"; ``token`` is None if unkeyed."""
+    """One good line. ``timestamp`` is None for "now"; ``token`` is None if unkeyed.
+
+    ``member``: a set's member (kind set, value 1.0), else None. ``delta``: a gauge line
+    with an explicit sign (``+5|g``, ``-5|g``): add ``value`` to the gauge, not set it.
+    """
 
     name: str
     kind: Kind
@@ -52,6 +61,8 @@ class Sample(NamedTuple):
     rate: float
     timestamp: int | None
     token: str | None
+    member: str | None = None
+    delta: bool = False
 
 
 class LineError(NamedTuple):
@@ -69,16 +80,19 @@ class Parsed(NamedTuple):
 KIND_BY_TYPE: Final[dict[bytes, Kind]] = {
     b"c": COUNTER,
     b"v": VALUE,
-    b"g": VALUE,
     b"ms": VALUE,
     b"h": VALUE,
     b"d": VALUE,
+    b"g": GAUGE,
+    b"s": SET,
 }
+MAX_MEMBER_LENGTH: Final = 255  # bytes of a set member
 NUMBER: Final = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NUMBER = NUMBER
 _TOKEN = re.compile(rb"gf_[0-9A-Za-z]{32}")
 _KEY_WITHOUT_DOT: Final = "a key prefix (gf_ + 32 base62) must be followed by '.' and the name"
 _RATE_RANGE: Final = f"sample rate must be in [{RATE_FLOOR}, 1]"
+_BAD_MEMBER: Final = f"a set member is 1..{MAX_MEMBER_LENGTH} bytes of printable ASCII"
 _NAME_CACHE_LIMIT: Final = 200_000
 _TIME_CACHE_LIMIT: Final = 4096
 
@@ -127,7 +141,9 @@ class LineParser:
             type_code = fields[1]
             kind = kinds.get(type_code)
             if kind is None:
-                errors.append(_error(Reason.UNKNOWN_TYPE, line, "type must be c, v, g, ms, h or d"))
+                errors.append(
+                    _error(Reason.UNKNOWN_TYPE, line, "type must be c, v, ms, h, d, g or s")
+                )
                 continue
 
             cached = heads.get(head)
@@ -143,16 +159,30 @@ class LineParser:
                 cached = split
             token, name = cached
 
-            if raw_value.isdigit():  # the common case: a plain integer
+            member: str | None = None
+            delta = False
+            if kind is SET:
+                # Printable ASCII: bounded, loggable, and the same bytes in C. A member
+                # is a string: "1" and "1.0" are two members (as in Etsy statsd).
+                if (
+                    not raw_value
+                    or len(raw_value) > MAX_MEMBER_LENGTH
+                    or not raw_value.isascii()
+                    or not (member := raw_value.decode("ascii")).isprintable()
+                ):
+                    errors.append(_error(Reason.BAD_VALUE, line, _BAD_MEMBER))
+                    continue
+                value = 1.0
+            elif raw_value.isdigit():  # the common case: a plain integer
                 value = float(raw_value)
             else:
-                if type_code == b"g" and raw_value[:1] in (b"+", b"-"):
-                    errors.append(_error(Reason.UNSUPPORTED, line, "gauge deltas (+n|g, -n|g)"))
-                    continue
                 if _NUMBER.fullmatch(raw_value) is None:
                     errors.append(_error(Reason.BAD_VALUE, line, "value is not a number"))
                     continue
                 value = float(raw_value)
+                # An explicit sign on a gauge is a StatsD delta (+n|g, -n|g): "-5|g"
+                # adds -5 to a gauge it knows (set to -5 if unseen, as Etsy statsd).
+                delta = kind is GAUGE and raw_value[:1] in (b"+", b"-")
             if not isfinite(value):
                 errors.append(_error(Reason.BAD_VALUE, line, "value is not finite"))
                 continue
@@ -200,7 +230,7 @@ class LineParser:
                     continue
                 if has_tags:
                     tagged += 1
-            samples.append(Sample(name, kind, value, rate, timestamp, token))
+            samples.append(Sample(name, kind, value, rate, timestamp, token, member, delta))
         return Parsed(samples, errors, tagged)
 
     def _split_head(self, head: bytes) -> tuple[str | None, str] | Reason:

@@ -43,7 +43,11 @@ SPECIAL_NUMBERS = [
     "1" + "0" * 400, "9" * 400, "9" * 308, "1" * 23, "123456789012345678",
     "12345678901234567890", "18446744073709551616", "4503599627370497.5",
 ]
-TYPES = ["c", "ms", "g", "v", "h", "d", "s", "", "C", "c ", "m", "msx", "kv", "c\r"]
+TYPES = ["c", "ms", "g", "v", "h", "d", "s", "", "C", "c ", "m", "msx", "kv", "c\r", "S", "sg",
+         "g "]
+SPECIAL_MEMBERS = ["", " ", "~", "a b", "#x", "@0.5", "T1", "host:8080", "1", "1.0", "-5", "+5",
+                   "nan", "m" * 255, "m" * 256, "\t", "a\x00", "\x7f", "\x1f", "\u00e9",
+                   "\udcff", "a\r", "\r"]
 NAMES = ["a", "web.hits", "db.query-time_ms", "x" * 255, "x" * 256, "a..b", ".a", "a.", "",
          "gf_" + "A" * 32 + ".keyed.name", "gf_" + "B" * 32 + "web.hits", "gf_" + "C" * 32,
          "gf_" + "D" * 31 + ".short", "gf_" + "E" * 32 + ".", "gf_" + "F" * 32 + "..x",
@@ -113,6 +117,20 @@ class Gen:
                 chars[min(at, len(chars) - 1)] = rng.choice(MUTATION_BYTES)
         return "".join(chars)
 
+    def member(self) -> str:
+        """A set member: mostly printable ASCII, sometimes not (bad_value)."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.15:
+            return rng.choice(SPECIAL_MEMBERS)
+        if roll < 0.35:
+            return self.number()
+        n = rng.choice((1, 2, 5, 12, 40, 254, 255, 256))
+        text = "".join(chr(rng.randint(0x20, 0x7E)) for _ in range(n)).replace("|", "/")
+        if rng.random() < 0.1:
+            text = self.mutate(text)
+        return text
+
     def rate(self) -> str:
         rng = self.rng
         roll = rng.random()
@@ -126,8 +144,12 @@ class Gen:
     def line(self) -> bytes:
         rng = self.rng
         name = rng.choice(NAMES) if rng.random() < 0.3 else "m" + str(rng.randint(0, 50))
-        fields = [self.number(), rng.choice(TYPES) if rng.random() < 0.2 else rng.choice(
-            ("c", "ms", "g", "h", "d", "v"))]
+        type_code = rng.choice(TYPES) if rng.random() < 0.2 else rng.choice(
+            ("c", "ms", "g", "h", "d", "v", "g", "s"))
+        value = self.member() if type_code.startswith("s") else self.number()
+        if type_code == "g" and rng.random() < 0.3 and value[:1] not in ("+", "-"):
+            value = rng.choice("+-") + value  # a gauge delta
+        fields = [value, type_code]
         for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 3))):
             kind = rng.random()
             if kind < 0.35:
@@ -169,7 +191,7 @@ def load_module(path: str | None) -> ModuleType:
 
 def normalized(samples: list[Any]) -> list[tuple[Any, ...]]:
     """Samples with their floats as hex: bit-for-bit comparison (-0.0 is not 0.0)."""
-    return [(s[0], s[1], s[2].hex(), s[3].hex(), s[4], s[5]) for s in samples]
+    return [(s[0], s[1], s[2].hex(), s[3].hex(), s[4], s[5], s[6], s[7]) for s in samples]
 
 
 def compare(module: ModuleType, parser: LineParser, data: bytes, now: int = NOW) -> int:
@@ -198,17 +220,25 @@ def compare(module: ModuleType, parser: LineParser, data: bytes, now: int = NOW)
 
 
 def exercise_feed(module: ModuleType, data: bytes, known: dict[bytes, tuple[str, str]],
-                  held: dict[int, dict[str, list[Any]]]) -> None:
+                  held: dict[int, dict[str, list[Any]]],
+                  sketches: dict[int, dict[str, Any]] | None) -> None:
     """Run the aggregating entry point over ``data``, skipping each line it stops at
     (what Aggregator hands to Python): for the sanitizers, which watch every read.
-    That its results equal the general path's is test_fastfeed_differential's job."""
+    That its results equal the general path's is test_fastfeed_differential's job.
+    ``sketches``: the value sketches too (None: protocol._sketch is not importable)."""
     pos = 0
     while pos < len(data):
-        pos = module.feed(data, pos, NOW, MAX_AGE, MAX_LEN, known, held, 1000)[0]
+        pos = module.feed(data, pos, NOW, MAX_AGE, MAX_LEN, known, held, 1000, sketches,
+                          100)[0]
         end = data.find(b"\n", pos)
         pos = len(data) if end < 0 else end + 1
-    if sum(len(table) for table in held.values()) > 900:
+    held_count = sum(len(table) for table in held.values())
+    if sketches is not None:
+        held_count += sum(len(table) for table in sketches.values())
+    if held_count > 900:
         held.clear()
+        if sketches is not None:
+            sketches.clear()
 
 
 def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str, int]:
@@ -216,14 +246,16 @@ def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str
     ``n:1|c|@<number>``), in datagrams of ``batch`` lines."""
     gen = Gen(seed)
     parser = LineParser(max_line_length=MAX_LEN, max_age=MAX_AGE)
-    known = {f"m{i}".encode(): (f"m{i}", "counter" if i % 2 else "value") for i in range(50)}
+    kinds = ("counter", "value", "gauge", "set", "value")
+    known = {f"m{i}".encode(): (f"m{i}", kinds[i % len(kinds)]) for i in range(50)}
     held: dict[int, dict[str, list[Any]]] = {}
+    sketches: dict[int, dict[str, Any]] | None = {} if module.has_sketches() else None
     checked = 0
     numbers = 0
     while checked < lines:
         chunk = b"\n".join(gen.line() for _ in range(batch))
         checked += compare(module, parser, chunk)
-        exercise_feed(module, chunk, known, held)
+        exercise_feed(module, chunk, known, held, sketches)
         nums = [gen.number().encode("utf-8", "surrogatepass") for _ in range(batch)]
         numbers += len(nums)
         compare(module, parser, b"\n".join(b"n:" + n + b"|ms" for n in nums))

@@ -71,7 +71,7 @@ async def test_metrics_move_with_good_and_bad_lines(daemon: Collector, admin_url
     send_udp(
         daemon,
         b"app.requests:1|c\napp.latency:12.5|ms\napp.requests:2|c|@0.5",  # 3 good
-        b"not a metric\napp.bad:1|s\napp.requests:x|c",  # parse error, unknown type, value
+        b"not a metric\napp.bad:1|q\napp.requests:x|c",  # parse error, unknown type, value
         b"app.latency:1|c",  # a counter sample for a value metric
         b"..bad:1|c\napp.requests:1|c",  # bad name, then a good line
     )

@@ -1,8 +1,8 @@
 """The fused parse+aggregate fast path of Aggregator.feed gives exactly what the general
-path (LineParser.parse, then add per sample) gives: buckets, kinds, the pending count
-(which the max_pending_buckets cap reads) and every counter. Both implementations of
-the fast path: the optional C accelerator (collector/_fastfeed.c, when built) and the
-pure-Python loop."""
+path (LineParser.parse, then add per sample) gives: buckets, summaries (sketch, HLL and
+gauge bytes), gauges, kinds, the pending count (which the max_pending_buckets cap
+reads) and every counter. Both implementations of the fast path: the optional C
+accelerator (collector/_fastfeed.c, when built) and the pure-Python loop."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.aggregator import Aggregator
+from collector.aggregator import Aggregator, Sketches, Taken
 from collector.config import CollectorConfig
+from collector.flusher import sketches_to_rows
 from collector.stats import CollectorStats
 from protocol.lines import Reason
 
@@ -34,7 +35,9 @@ TAILS = [b"", b"", b"", b"|@0.5", b"|@0.25|#a:b", b"|#tag", b"|T" + str(NOW - 5)
 # Lines that repeat, as real traffic does: the cached fast path handles them from their
 # third sight on (first: the name is learnt; second: the value|type part).
 COMMON = [b"a.b:1|c", b"a.b:1|c", b"c:2|ms", b"x.y.z:1|c", b"t-1:7|g", b"c:1|c", b"a.b:5|c",
-          b"x.y.z:2.5|c", b"a.b:1e308|c", b"t-1:-1e308|g", b"t-1:1e308|g", b"c:-0.0|ms"]
+          b"x.y.z:2.5|c", b"a.b:1e308|c", b"t-1:-1e308|g", b"t-1:1e308|g", b"c:-0.0|ms",
+          b"t-1:+2|g", b"t-1:-3|g|@0.5", b"x.y.z:u1|s", b"x.y.z:u2|s|@0.5", b"c:3|ms|@0.25",
+          b"c:7|g"]  # the last: a |g of a value is a value
 
 line = st.one_of(
     st.sampled_from(COMMON),
@@ -54,14 +57,26 @@ actions = st.lists(
 def held(agg: Aggregator) -> int:
     """The pending count, checked against the tables: exact, and no empty table kept."""
     assert all(agg.buckets.values()), agg.buckets
-    assert agg.pending_buckets == sum(len(table) for table in agg.buckets.values())
+    assert all(agg.sketches.values()), agg.sketches
+    assert agg.pending_buckets == sum(len(table) for table in agg.buckets.values()) + sum(
+        len(table) for table in agg.sketches.values())
     return agg.pending_buckets
 
 
-def state(agg: Aggregator, taken: list[dict]) -> tuple:
+def encoded(sketches: Sketches) -> list[tuple[str, str, int, bytes]]:
+    """Summaries as the flusher writes them (bytes: comparable across implementations)."""
+    return sorted(sketches_to_rows(sketches))
+
+
+def taken_state(taken: Taken) -> tuple:
+    return taken.buckets, encoded(taken.sketches)
+
+
+def state(agg: Aggregator, taken: list[Taken]) -> tuple:
     s = agg.stats
-    return ([*taken, agg.buckets], held(agg), dict(agg.kinds), s.lines, s.samples,
-            s.tags_ignored, dict(s.drops), {k: len(v) for k, v in agg.held.items()})
+    return ([*map(taken_state, taken), (agg.buckets, encoded(agg.sketches))], held(agg),
+            dict(agg.kinds), dict(agg.gauges), s.lines, s.samples, s.tags_ignored,
+            dict(s.drops), {k: len(v) for k, v in agg.held.items()})
 
 
 def test_fast_path_equals_general_path(implementation: str) -> None:
@@ -74,8 +89,8 @@ def check(steps: list, max_buckets: int) -> None:
     config = CollectorConfig(max_line_length=64, max_metrics=3, max_pending_buckets=max_buckets)
     fast = Aggregator(config, CollectorStats())
     slow = Aggregator(config, CollectorStats())
-    taken_fast: list[dict] = []
-    taken_slow: list[dict] = []
+    taken_fast: list[Taken] = []
+    taken_slow: list[Taken] = []
     now = NOW
     for step in steps:
         if step == "take":
@@ -103,7 +118,7 @@ def test_pending_count_and_cap_across_seconds(implementation: str) -> None:
     warm = b"a:1|c\nb:1|c\nc:1|c\nd:1|c\na:2|c\nb:2|c\nc:2|c\nd:2|c"
     fast.feed(warm, NOW - 60)  # heads and tails learnt: the lines below take the fast path
     slow._feed_parsed(warm, NOW - 60)
-    assert fast.take() == slow.take()
+    assert taken_state(fast.take()) == taken_state(slow.take())
     assert fast.pending_buckets == slow.pending_buckets == 0
     steps = [
         (NOW, b"a:1|c\na:2|c|T" + before + b"\nb:1|c"),  # 3 buckets, one of them at NOW-3
@@ -123,7 +138,7 @@ def test_pending_count_and_cap_across_seconds(implementation: str) -> None:
     assert fast.stats.samples == slow.stats.samples == 8 + 6
 
     # take() hands everything over and frees the whole cap again
-    assert fast.take() == slow.take()
+    assert taken_state(fast.take()) == taken_state(slow.take())
     assert fast.pending_buckets == slow.pending_buckets == 0
     data = b"a:1|c\nb:1|c\nc:1|c|T" + before + b"\nd:1|c\na:1|c\nb:1|c|T" + before
     fast.feed(data, NOW + 1)

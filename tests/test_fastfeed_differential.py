@@ -22,8 +22,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector import aggregator
-from collector.aggregator import Aggregator
+from collector.aggregator import Aggregator, Sketches
 from collector.config import CollectorConfig
+from collector.flusher import sketches_to_rows
 from collector.stats import CollectorStats
 from protocol import buckets, lines, names, tokens
 from protocol.lines import LineParser
@@ -54,6 +55,7 @@ def test_constants_are_the_python_ones(fastfeed: ModuleType) -> None:
     assert fastfeed.FUTURE_TOLERANCE == lines.FUTURE_TOLERANCE
     assert fastfeed.MAX_NAME_LENGTH == names.MAX_NAME_LENGTH
     assert fastfeed.TOKEN_LENGTH == tokens.TOKEN_LENGTH
+    assert fastfeed.MAX_MEMBER_LENGTH == lines.MAX_MEMBER_LENGTH
 
 
 @pytest.mark.parametrize("case", VALID + INVALID, ids=lambda case: repr(case[0])[:60])
@@ -114,21 +116,36 @@ def test_long_differential_fuzz(fastfeed: ModuleType) -> None:
 # -- the feed path: what C aggregates equals the general path --------------------
 
 
+@pytest.fixture(scope="module", params=[True, False], ids=["sketches", "no-sketches"])
+def sketches_on(request: pytest.FixtureRequest, fastfeed: ModuleType) -> bool:
+    """With sketches, the C pass needs protocol._sketch's capsule: without it the
+    aggregator does not use C (test_aggregator_sketches holds that fallback)."""
+    if request.param and not fastfeed.has_sketches():
+        message = "protocol._sketch (the sketch capsule) is not built"
+        if REQUIRE:
+            pytest.fail(message + " (GF_TEST_REQUIRE_SERVICES=1)")
+        pytest.skip(message)
+    return bool(request.param)
+
+
 @settings(max_examples=300, deadline=None)
 @given(datagrams=st.lists(
     st.lists(one_field_mutated() | formatted().map(lambda c: c[0]), min_size=1, max_size=8)
     .map(b"\n".join), min_size=1, max_size=6))
 def test_feed_equals_the_general_path_on_mutated_lines(
-    fastfeed: ModuleType, datagrams: list[bytes]
+    fastfeed: ModuleType, sketches_on: bool, datagrams: list[bytes]
 ) -> None:
     assert aggregator._feed_fast is fastfeed.feed
-    config = CollectorConfig(max_metrics=50, max_pending_buckets=40)
+    config = CollectorConfig(max_metrics=50, max_pending_buckets=40, sketches=sketches_on)
     fast = Aggregator(config, CollectorStats())
     slow = Aggregator(config, CollectorStats())
+    assert fast.uses_c
     for data in datagrams * 2:  # the second time, the names are known: C aggregates
         fast.feed(data, NOW)
         slow._feed_parsed(data, NOW)
     assert exact(fast.buckets) == exact(slow.buckets)
+    assert encoded(fast.sketches) == encoded(slow.sketches)
+    assert fast.gauges == slow.gauges
     assert fast.pending_buckets == slow.pending_buckets
     fs, ss = fast.stats, slow.stats
     assert (fs.lines, fs.samples, fs.tags_ignored, fs.drops) == (
@@ -139,6 +156,11 @@ def exact(held: dict[int, dict[str, list[object]]]) -> object:
     """Buckets with their floats as hex: bit for bit."""
     return {ts: {name: [*(float(x).hex() for x in b[:4]), b[4]]  # type: ignore[arg-type]
                  for name, b in table.items()} for ts, table in held.items()}
+
+
+def encoded(sketches: Sketches) -> list[tuple[str, str, int, bytes]]:
+    """The summaries as the flusher writes them: the bytes, in a fixed order."""
+    return sorted(sketches_to_rows(sketches))
 
 
 # -- AddressSanitizer / UndefinedBehaviorSanitizer ---------------------------------

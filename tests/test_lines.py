@@ -23,7 +23,7 @@ from protocol.lines import (
     Sample,
     parse_packet,
 )
-from protocol.names import COUNTER, VALUE
+from protocol.names import COUNTER, GAUGE, SET, VALUE
 
 NOW = 1_700_000_000
 MAX_AGE = 7 * 86400  # LineParser's default: raw retention
@@ -54,6 +54,28 @@ def value(
     return Sample(name, VALUE, value, rate, timestamp, token)
 
 
+def gauge(
+    name: str,
+    value: float,
+    rate: float = 1.0,
+    timestamp: int | None = None,
+    token: str | None = None,
+    *,
+    delta: bool = False,
+) -> Sample:
+    return Sample(name, GAUGE, value, rate, timestamp, token, None, delta)
+
+
+def set_(
+    name: str,
+    member: str,
+    rate: float = 1.0,
+    timestamp: int | None = None,
+    token: str | None = None,
+) -> Sample:
+    return Sample(name, SET, 1.0, rate, timestamp, token, member)
+
+
 VALID: list[tuple[bytes, Sample]] = [
     # pystatsd golden strings
     (b"foo:1|c", counter("foo", 1.0)),
@@ -61,9 +83,12 @@ VALID: list[tuple[bytes, Sample]] = [
     (b"foo:1|c|@0.5", counter("foo", 1.0, rate=0.5)),
     (b"foo:-1|c", counter("foo", -1.0)),  # decrement
     (b"foo:-5|c", counter("foo", -5.0)),
-    (b"foo:70|g", value("foo", 70.0)),
-    (b"foo:70|g|@0.5", value("foo", 70.0, rate=0.5)),
-    (b"foo:0|g", value("foo", 0.0)),
+    (b"foo:70|g", gauge("foo", 70.0)),
+    (b"foo:70|g|@0.5", gauge("foo", 70.0, rate=0.5)),  # parsed; the aggregator ignores it
+    (b"foo:0|g", gauge("foo", 0.0)),
+    (b"foo:-5|g", gauge("foo", -5.0, delta=True)),  # pystatsd's gauge(-5, delta=True)
+    (b"foo:+10|g", gauge("foo", 10.0, delta=True)),
+    (b"foo:1|s", set_("foo", "1")),  # pystatsd's set("foo", 1)
     (b"foo:12.5|ms", value("foo", 12.5)),
     (b"foo:500|ms", value("foo", 500.0)),
     (b"foo:2000|ms|@0.1", value("foo", 2000.0, rate=0.1)),
@@ -74,6 +99,31 @@ VALID: list[tuple[bytes, Sample]] = [
     (b"foo:-5|v", value("foo", -5.0)),  # a negative value is not a gauge delta
     (b"foo:-5|ms", value("foo", -5.0)),
     (b"foo:+5|c", counter("foo", 5.0)),
+    # gauges: a plain number sets, an explicit sign is a delta (StatsD)
+    (b"foo:12.5|g", gauge("foo", 12.5)),
+    (b"foo:1e3|g", gauge("foo", 1000.0)),
+    (b"foo:.5|g", gauge("foo", 0.5)),
+    (b"foo:+0|g", gauge("foo", 0.0, delta=True)),
+    (b"foo:-0|g", gauge("foo", -0.0, delta=True)),
+    (b"foo:-0.5|g|@0.5", gauge("foo", -0.5, rate=0.5, delta=True)),
+    (b"foo:+1.5e2|g|#a:b", gauge("foo", 150.0, delta=True)),
+    (b"foo:-1e-3|g|T1700000000", gauge("foo", -0.001, timestamp=NOW, delta=True)),
+    # sets: the member is 1..255 bytes of printable ASCII, kept as text
+    (b"users:alice|s", set_("users", "alice")),
+    (b"users:1.0|s", set_("users", "1.0")),  # a string: not the member "1"
+    (b"users:007|s", set_("users", "007")),
+    (b"users:-5|s", set_("users", "-5")),
+    (b"users:nan|s", set_("users", "nan")),
+    (b"users:alice@example.com|s", set_("users", "alice@example.com")),
+    (b"users:a b|s", set_("users", "a b")),  # space is printable
+    (b"users: |s", set_("users", " ")),
+    (b"users:host:8080|s", set_("users", "host:8080")),  # ":" after the first one
+    (b"users:#x|s|#env:prod", set_("users", "#x")),
+    (b"users:~!@#$%^&*()|s", set_("users", "~!@#$%^&*()")),
+    (b"users:" + b"m" * 255 + b"|s", set_("users", "m" * 255)),
+    (b"users:alice|s|@0.5", set_("users", "alice", rate=0.5)),
+    (b"users:alice|s|T1700000000", set_("users", "alice", timestamp=NOW)),
+    (f"{TOKEN}.users:bob|s".encode(), set_("users", "bob", token=TOKEN)),
     # number syntax
     (b"foo:007|c", counter("foo", 7.0)),
     (b"foo:1.|v", value("foo", 1.0)),
@@ -154,13 +204,29 @@ INVALID: list[tuple[bytes, Reason]] = [
     (b"foo:1|c|x", Reason.PARSE_ERROR),  # an unknown |field
     (b"foo:1|c|x:y", Reason.PARSE_ERROR),
     (b"_sc|my.service|0", Reason.PARSE_ERROR),  # DogStatsD service check
-    # StatsD gauge deltas: explicit sign on |g
-    (b"foo:-5|g", Reason.UNSUPPORTED),
-    (b"foo:+10|g", Reason.UNSUPPORTED),
-    (b"foo:-0.5|g|@0.5", Reason.UNSUPPORTED),
-    (b"foo:-0|g", Reason.UNSUPPORTED),
+    # gauge deltas are numbers like any value
+    (b"foo:+|g", Reason.BAD_VALUE),
+    (b"foo:-|g", Reason.BAD_VALUE),
+    (b"foo:+-5|g", Reason.BAD_VALUE),
+    (b"foo:-inf|g", Reason.BAD_VALUE),
+    (b"foo:+1e999|g", Reason.BAD_VALUE),
+    (b"foo:-5|g|@2", Reason.BAD_RATE),
+    # set members: 1..255 bytes of printable ASCII
+    (b"users:|s", Reason.BAD_VALUE),
+    (b"users:" + b"m" * 256 + b"|s", Reason.BAD_VALUE),
+    ("users:j\u00fcrgen|s".encode(), Reason.BAD_VALUE),  # not ASCII
+    (b"users:\xff|s", Reason.BAD_VALUE),
+    (b"users:a\tb|s", Reason.BAD_VALUE),  # control characters
+    (b"users:a\x00|s", Reason.BAD_VALUE),
+    (b"users:a\x7f|s", Reason.BAD_VALUE),
+    (b"users:a\r|s", Reason.BAD_VALUE),
+    (b"users:alice|s|@0", Reason.BAD_RATE),
+    (b"users:alice|s|T1", Reason.BAD_TIMESTAMP),
+    (b"users:alice|s|x", Reason.PARSE_ERROR),
+    (b"bad..set:alice|s", Reason.BAD_NAME),
     # types
-    (b"foo:1|s", Reason.UNKNOWN_TYPE),  # StatsD set
+    (b"foo:1|S", Reason.UNKNOWN_TYPE),
+    (b"foo:1|sg", Reason.UNKNOWN_TYPE),
     (b"foo:1|", Reason.UNKNOWN_TYPE),
     (b"foo:1|C", Reason.UNKNOWN_TYPE),
     (b"foo:1|MS", Reason.UNKNOWN_TYPE),
@@ -353,12 +419,13 @@ def test_every_line_of_the_table_in_one_datagram() -> None:
 @pytest.mark.parametrize(
     ("datagram", "expected", "reasons"),
     [
-        # pystatsd: a gauge set below zero is sent as "0" then "-5"; the delta is refused
-        (b"foo:0|g\nfoo:-5|g", [value("foo", 0.0)], [Reason.UNSUPPORTED]),
-        (b"foo:70|g\nfoo:+10|g", [value("foo", 70.0)], [Reason.UNSUPPORTED]),
+        # pystatsd: a gauge set below zero is sent as "0" then the delta "-5"
+        (b"foo:0|g\nfoo:-5|g", [gauge("foo", 0.0), gauge("foo", -5.0, delta=True)], []),
+        (b"foo:70|g\nfoo:+10|g", [gauge("foo", 70.0), gauge("foo", 10.0, delta=True)], []),
         (
-            b"foo:1|c\nbar:12.5|ms\nbaz:70|g|@0.5",
-            [counter("foo", 1.0), value("bar", 12.5), value("baz", 70.0, rate=0.5)],
+            b"foo:1|c\nbar:12.5|ms\nbaz:70|g|@0.5\nqux:u1|s",
+            [counter("foo", 1.0), value("bar", 12.5), gauge("baz", 70.0, rate=0.5),
+             set_("qux", "u1")],
             [],
         ),
         (
@@ -376,7 +443,7 @@ def test_every_line_of_the_table_in_one_datagram() -> None:
             [counter("foo", 1.0), counter("bar", 2.0), counter("baz", 3.0)],
             [],
         ),
-        (b"\n\nfoo:1|c\n\n\r\n\nbar:1|s\n", [counter("foo", 1.0)], [Reason.UNKNOWN_TYPE]),
+        (b"\n\nfoo:1|c\n\n\r\n\nbar:1|q\n", [counter("foo", 1.0)], [Reason.UNKNOWN_TYPE]),
         (b"foo:1|c\rbar:2|c", [], [Reason.UNKNOWN_TYPE]),  # a bare \r is not a separator
         (b"foo:1|c\n\r\r\n", [counter("foo", 1.0)], [Reason.PARSE_ERROR]),  # one \r only
         (b"", [], []),
@@ -415,10 +482,10 @@ def test_error_keeps_only_the_start_of_the_line() -> None:
 
 
 def test_error_line_excludes_the_line_ending() -> None:
-    parsed = parse_packet(b"foo:1|s\r\nbar:1|s\n", NOW)
+    parsed = parse_packet(b"foo:1|q\r\nbar:1|q\n", NOW)
     assert parsed.errors == [
-        LineError(Reason.UNKNOWN_TYPE, b"foo:1|s", parsed.errors[0].detail),
-        LineError(Reason.UNKNOWN_TYPE, b"bar:1|s", parsed.errors[1].detail),
+        LineError(Reason.UNKNOWN_TYPE, b"foo:1|q", parsed.errors[0].detail),
+        LineError(Reason.UNKNOWN_TYPE, b"bar:1|q", parsed.errors[1].detail),
     ]
 
 
@@ -534,7 +601,6 @@ def test_reason_values_are_stable_labels() -> None:
         "UNKNOWN_TYPE": "unknown_type",
         "BAD_RATE": "bad_rate",
         "BAD_TIMESTAMP": "bad_timestamp",
-        "UNSUPPORTED": "unsupported",
         "TOO_LONG": "too_long",
         "BAD_KEY": "bad_key",
         "NO_KEY": "no_key",

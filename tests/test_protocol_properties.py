@@ -9,8 +9,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from protocol.buckets import RATE_FLOOR
-from protocol.lines import FUTURE_TOLERANCE, KIND_BY_TYPE, LineParser, Parsed, Sample
-from protocol.names import KINDS, is_valid_name_bytes
+from protocol.lines import (
+    FUTURE_TOLERANCE,
+    KIND_BY_TYPE,
+    MAX_MEMBER_LENGTH,
+    LineParser,
+    Parsed,
+    Sample,
+)
+from protocol.names import GAUGE, KINDS, SET, is_valid_name_bytes
 from protocol.tokens import BASE62, TOKEN_PREFIX
 
 NOW = 1_700_000_000
@@ -29,6 +36,10 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 rates = st.floats(min_value=RATE_FLOOR, max_value=1.0)
 timestamps = st.integers(min_value=NOW - MAX_AGE, max_value=NOW + FUTURE_TOLERANCE)
 type_codes = st.sampled_from(sorted(KIND_BY_TYPE))
+# set members: printable ASCII but "|" (which would end the field)
+MEMBER_CHARS = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "|")
+members = st.text(MEMBER_CHARS, min_size=1, max_size=40) | st.text(
+    MEMBER_CHARS, min_size=MAX_MEMBER_LENGTH, max_size=MAX_MEMBER_LENGTH)
 tag_fields = st.lists(
     st.text(NAME_CHARS + ":.", min_size=1, max_size=12), min_size=0, max_size=3
 ).map(lambda tags: "#" + ",".join(tags))
@@ -41,12 +52,14 @@ def formatted(draw: st.DrawFn) -> tuple[bytes, Sample, bool]:
     token = draw(st.none() | tokens)
     type_code = draw(type_codes)
     number = draw(finite)
-    if type_code == b"g" and math.copysign(1.0, number) < 0:
-        number = -number  # an explicit sign on |g is a gauge delta (unsupported)
+    # repr() writes a "-" on negative numbers: on |g that is a delta (pystatsd's
+    # gauge(-5, delta=True) writes "-5|g" too)
+    delta = type_code == b"g" and math.copysign(1.0, number) < 0
+    member = draw(members) if type_code == b"s" else None
     rate = draw(st.none() | rates)
     timestamp = draw(st.none() | timestamps)
     tags = draw(st.none() | tag_fields)
-    fields = [f"{number!r}", type_code.decode()]
+    fields = [f"{number!r}" if member is None else member, type_code.decode()]
     if rate is not None:
         fields.append(f"@{rate!r}")
     if tags is not None:
@@ -59,10 +72,12 @@ def formatted(draw: st.DrawFn) -> tuple[bytes, Sample, bool]:
     sample = Sample(
         name,
         KIND_BY_TYPE[type_code],
-        number,
+        number if member is None else 1.0,
         1.0 if rate is None else rate,
         timestamp,
         token,
+        member,
+        delta,
     )
     return line, sample, tags is not None
 
@@ -87,6 +102,8 @@ def check_accounting(parser: LineParser, data: bytes) -> Parsed:
         assert is_valid_name_bytes(sample.name.encode("ascii"))
         assert sample.kind in KINDS
         assert math.isfinite(sample.value)
+        assert (sample.member is not None) == (sample.kind == SET)
+        assert not sample.delta or sample.kind == GAUGE
         assert RATE_FLOOR <= sample.rate <= 1.0
         assert sample.timestamp is None or (
             NOW - parser.max_age <= sample.timestamp <= NOW + FUTURE_TOLERANCE
@@ -112,7 +129,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
 # Bytes that matter to the grammar, so random lines get past the first checks.
 grammar_bytes = st.binary(max_size=4) | st.sampled_from(
     [b":", b"|", b"|@", b"|#", b"|T", b"|c", b"|g", b"|ms", b"\n", b"\r\n", b".", b"-", b"+",
-     b"e", b"1", b"0.5", b"gf_", b"nan", b"inf", b"\xff", b"c:", b"|s"]
+     b"e", b"1", b"0.5", b"gf_", b"nan", b"inf", b"\xff", b"c:", b"|s", b"~"]
 )  # fmt: skip
 grammar_soup = st.lists(grammar_bytes, max_size=40).map(b"".join)
 
