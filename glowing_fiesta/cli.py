@@ -208,7 +208,8 @@ def build_config(params: dict[str, Any]) -> Config:
     # The HTTP service shares these with the collector: one option each.
     http = from_params(HttpConfig, params, host=collector.host,
                        key_cache_ttl=collector.key_cache_ttl,
-                       retention_raw=collector.retention_raw, state_dir=top.state_dir)
+                       retention_raw=collector.retention_raw, state_dir=top.state_dir,
+                       sketches=collector.sketches, sketch_alpha=collector.sketch_alpha)
     config = dataclasses.replace(top, collector=collector, http=http,
                                  admin=from_params(AdminConfig, params),
                                  alerts=from_params(AlertConfig, params))
@@ -268,6 +269,8 @@ def collector(**params: Any) -> None:
 @field_option(CollectorConfig, "retention_raw", help="Oldest timestamp accepted by HTTP ingest.")
 @field_option(CollectorConfig, "key_cache_ttl")
 @field_option(CollectorConfig, "spool_max_bytes")
+@field_option(CollectorConfig, "sketches")
+@field_option(CollectorConfig, "sketch_alpha")
 @WORKERS
 @alert_options
 def serve(**params: Any) -> None:

@@ -15,6 +15,10 @@ is truncated to its second, the bucket it lands in. A batch point that would mak
 sum of its (name, second) bucket within the batch overflow is an error of that point
 (``protocol.buckets.merge``: every number that reaches the store is finite). Pure code:
 no I/O, no clock.
+
+Value points also make one quantile sketch per (name, minute) (``to_sketches``), the
+``SketchRow`` the store merges into its minute and hour (docs/sketches.md), so that
+values sent over HTTP have percentiles like those sent to the collector.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from protocol.buckets import merge
+from protocol.buckets import SUMMARY_INTERVAL, merge
 from protocol.lines import FUTURE_TOLERANCE
-from protocol.names import COUNTER, KINDS, VALUE, Kind, name_error
+from protocol.names import COUNTER, VALUE, Kind, name_error
+from protocol.sketch import Sketch
 from protocol.units import parse_timestamp
 
 MAX_BATCH_POINTS: Final = 1000
@@ -39,6 +44,10 @@ _BATCH_FIELDS: Final = frozenset({"metric", "type", "value", "timestamp"})
 # (name, kind, ts, cnt, sum, mn, mx): the shape of store.base.PointRow, which this
 # package cannot import (protocol imports nothing of ours).
 Row = tuple[str, Kind, int, float, float, float, float]
+# (name, kind, ts_minute, data): the shape of store.base.SketchRow.
+SketchRow = tuple[str, Kind, int, bytes]
+# The kinds a point may have: gauges and sets come over the line protocol only.
+POINT_KINDS: Final = (COUNTER, VALUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,32 @@ def to_rows(points: Iterable[Point]) -> list[Row]:
     ]
 
 
+def to_sketches(points: Iterable[Point], alpha_bp: int) -> list[SketchRow]:
+    """One quantile sketch of relative accuracy ``alpha_bp`` basis points per (value
+    metric, minute) of ``points``; counters have none."""
+    sketches: dict[tuple[str, int], Sketch] = {}
+    for name, kind, value, ts in points:
+        if kind == VALUE:
+            key = (name, ts - ts % SUMMARY_INTERVAL)
+            sketch = sketches.get(key)
+            if sketch is None:
+                sketch = sketches[key] = Sketch(alpha_bp)
+            sketch.add(value)
+    return [(name, VALUE, minute, sketch.to_bytes())
+            for (name, minute), sketch in sketches.items()]
+
+
+def _sketch_rows(values: dict[tuple[str, int], list[float]], alpha_bp: int) -> list[SketchRow]:
+    out: list[SketchRow] = []
+    for (name, minute), samples in values.items():
+        sketch = Sketch(alpha_bp)
+        add = sketch.add
+        for value in samples:
+            add(value)
+        out.append((name, VALUE, minute, sketch.to_bytes()))
+    return out
+
+
 class BatchReader:
     """``POST /api/metrics/batch`` bodies straight to rows: ``to_rows(batch_points(...))``
     in one pass.
@@ -176,15 +211,23 @@ class BatchReader:
         self._names: set[str] = set()
 
     def rows(self, body: object, window: Window) -> list[Row]:
+        return self.read(body, window, None)[0]
+
+    def read(self, body: object, window: Window,
+             alpha_bp: int | None) -> tuple[list[Row], list[SketchRow]]:
+        """The rows and (``alpha_bp`` not None) the value sketches of a batch body:
+        ``to_rows`` and ``to_sketches`` of ``batch_points``, in one pass."""
         raw = body.get("points") if type(body) is dict and len(body) == 1 else None
         if type(raw) is not list or not 1 <= len(raw) <= MAX_BATCH_POINTS:
-            return to_rows(batch_points(body, window))
+            return self._reference(body, window, alpha_bp)
         names = self._names
         default_ts = math.floor(window.now)
         oldest = window.now - window.max_age
         newest = window.now + FUTURE_TOLERANCE
         isfinite = math.isfinite
         buckets: dict[tuple[str, Kind, int], list[float]] = {}
+        # (name, minute) -> the samples of a value metric, for its sketch
+        values: dict[tuple[str, int], list[float]] | None = None if alpha_bp is None else {}
         kind: Kind
         try:
             for item in raw:
@@ -238,12 +281,28 @@ class BatchReader:
                         bucket[2] = value
                     elif value > bucket[3]:
                         bucket[3] = value
+                if values is not None and kind == VALUE:
+                    minute = ts - ts % SUMMARY_INTERVAL
+                    samples = values.get((name, minute))
+                    if samples is None:
+                        values[(name, minute)] = [value]
+                    else:
+                        samples.append(value)
             else:
-                return [(name, kind, ts, b[0], b[1], b[2], b[3])
+                rows = [(name, kind, ts, b[0], b[1], b[2], b[3])
                         for (name, kind, ts), b in buckets.items()]
+                if alpha_bp is None or values is None:
+                    return rows, []
+                return rows, _sketch_rows(values, alpha_bp)
         except (KeyError, TypeError, OverflowError):
             pass
-        return to_rows(batch_points(body, window))
+        return self._reference(body, window, alpha_bp)
+
+    @staticmethod
+    def _reference(body: object, window: Window,
+                   alpha_bp: int | None) -> tuple[list[Row], list[SketchRow]]:
+        points = batch_points(body, window)
+        return to_rows(points), [] if alpha_bp is None else to_sketches(points, alpha_bp)
 
 
 # -- internals ---------------------------------------------------------------------
@@ -293,7 +352,7 @@ def _point(
 
     if kind is None:
         raw_kind = item.get("type")
-        if raw_kind not in KINDS:
+        if raw_kind not in POINT_KINDS:
             errors.append(FieldError(index, "type", 'must be "counter" or "value"'))
         else:
             kind = COUNTER if raw_kind == COUNTER else VALUE

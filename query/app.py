@@ -93,6 +93,8 @@ ROUTES: Final = (
     Route("POST", "/api/metrics/batch", ingest.post_batch, "ingest_batch", "write"),
     Route("GET", "/api/metrics", read.list_metrics, "list_metrics", "read"),
     Route("GET", "/api/metrics/{name}", read.get_series, "get_series", "read"),
+    Route("GET", "/api/metrics/{name}/histogram", read.get_histogram, "get_histogram",
+          "read"),
     # Alert rules: read keys list and read them, admin keys change them.
     Route("POST", "/api/alerts", alerts.create_rule, "alerts_create", "admin"),
     Route("GET", "/api/alerts", alerts.list_rules, "alerts_list", "read"),

@@ -14,9 +14,11 @@ for 1,000 (one transaction, one fsync). So requests are not written one by one:
   flight at a time) and keeps accepting requests while it waits: the slower the
   store, the larger the groups, which is what keeps a slow store from falling behind.
   A group that reaches ``max_rows`` closes early; the next request opens a new one.
-- The group is written as one ``Batch(writer_id, seq, rows)``. Every request of the
-  group is answered from that one result: success, with the kind conflicts that
-  concern its own points, or the failure.
+- The group is written as one ``Batch(writer_id, seq, rows, sketches)``. Requests'
+  sketches for the same (name, minute) are merged into one (``protocol.summary.merge``)
+  when the group is written, so a batch holds each key once whatever the requests.
+  Every request of the group is answered from that one result: success, with the kind
+  conflicts that concern its own points, or the failure.
 
 The group is then handed to the process's durable writer (``store.durable``), which
 writes it, or spools it when the database is down (acknowledged once fsync'd), or sets
@@ -43,7 +45,8 @@ from dataclasses import dataclass, field
 
 from protocol.buckets import merge
 from protocol.names import Kind
-from store.base import PointRow, StoreError, StoreUnavailable
+from protocol.summary import merge as merge_summaries
+from store.base import PointRow, SketchRow, StoreError, StoreUnavailable
 from store.durable import DurableWriter, Outcome
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ class CommitStats:
 class _Group:
     # (name, kind, ts) -> [cnt, sum, mn, mx]: the requests' rows, merged
     buckets: dict[tuple[str, Kind, int], list[float]] = field(default_factory=dict)
+    # (name, kind, minute) -> the requests' summaries of it, merged when written
+    summaries: dict[tuple[str, Kind, int], list[bytes]] = field(default_factory=dict)
     requests: int = 0
     # loop.time() when the first request opened it: the window runs from here. (Not
     # from when _run first runs: under load that is after every request already in
@@ -88,7 +93,7 @@ class _Group:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
-    def add(self, rows: Iterable[PointRow]) -> None:
+    def add(self, rows: Iterable[PointRow], sketches: Iterable[SketchRow] = ()) -> None:
         buckets = self.buckets
         for name, kind, ts, cnt, total, mn, mx in rows:
             bucket = buckets.get((name, kind, ts))
@@ -96,11 +101,19 @@ class _Group:
                 buckets[(name, kind, ts)] = [cnt, total, mn, mx]
             else:
                 merge(bucket, cnt, total, mn, mx)
+        summaries = self.summaries
+        for name, kind, ts, data in sketches:
+            summaries.setdefault((name, kind, ts), []).append(data)
         self.requests += 1
 
     def points(self) -> list[PointRow]:
         return [(name, kind, ts, b[0], b[1], b[2], b[3])
                 for (name, kind, ts), b in self.buckets.items()]
+
+    def sketches(self) -> list[SketchRow]:
+        """One summary per key: the requests' merged (they were validated when made)."""
+        return [(name, kind, ts, blobs[0] if len(blobs) == 1 else merge_summaries(kind, blobs))
+                for (name, kind, ts), blobs in self.summaries.items()]
 
 
 class GroupCommitter:
@@ -121,8 +134,11 @@ class GroupCommitter:
         """Groups opened and not yet answered."""
         return len(self._tasks)
 
-    async def commit(self, rows: list[PointRow]) -> dict[str, Kind]:
-        """Commit ``rows`` with whatever else arrives in the window.
+    async def commit(
+        self, rows: list[PointRow], sketches: list[SketchRow] | None = None
+    ) -> dict[str, Kind]:
+        """Commit ``rows`` (and the summaries ``sketches``, of the same points) with
+        whatever else arrives in the window.
 
         Returns the kind conflicts among *these* rows (name -> stored kind; such rows
         were not written). Raises StoreUnavailable if the batch could be neither
@@ -137,7 +153,7 @@ class GroupCommitter:
             task = asyncio.create_task(self._run(group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        group.add(rows)
+        group.add(rows, sketches or ())
         if len(group.buckets) >= self.max_rows:
             group.closed = True
             group.full.set()
@@ -176,7 +192,7 @@ class GroupCommitter:
             async with self._write_slot:
                 group.closed = True
                 points = group.points()
-                outcome = await self.writer.commit(points)
+                outcome = await self.writer.commit(points, group.sketches())
         except asyncio.CancelledError:
             group.done.cancel()
             raise

@@ -39,6 +39,8 @@ class HttpConfig:
     default_rate_limit: str = field(default="100/s", metadata=cli(
         "--default-rate-limit", "Rate limit of keys created without one, e.g. 100/s."))
     retention_raw: int = 7 * 86400  # --retention-raw: also the oldest timestamp accepted
+    sketches: bool = True  # --sketches/--no-sketches: value points make quantile sketches
+    sketch_alpha: float = 1.0  # --sketch-alpha: their relative accuracy, in percent
     state_dir: Path = Path("var")  # --state-dir
     graphite_max_series: int = field(default=500, metadata=cli(
         "--graphite-max-series",

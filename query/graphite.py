@@ -10,27 +10,52 @@ A render: parse each target, ``plan`` the reads it needs (an unknown function or
 argument is a 400 before anything is read), resolve each path expression to metrics
 (more than ``graphite_max_series`` is a 422), read, evaluate, then consolidate each
 series to ``maxDataPoints``.
+
+Percentile leaves (``db.query.ms.p99``), ``unique`` (sets) and ``last`` (gauges) read
+the per-minute summaries (``Store.read_sketches``) at the request's step, or a minute
+where the step is finer; their series carry the summaries, so drawn at fewer points
+each point is the percentile of all the samples behind it
+(``protocol.graphite.series.Summaries``). A step whose points no summary holds (data
+from before sketches) is null, as missing data is in Graphite.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, cast
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from protocol.buckets import Aggregation, BucketRow, bucket_range, series
+from protocol.buckets import (
+    LAST,
+    SUMMARY_INTERVAL,
+    Aggregation,
+    BucketRow,
+    align,
+    bucket_range,
+    covers,
+    is_summary_aggregation,
+    series,
+    summary_value,
+)
 from protocol.graphite import glob
 from protocol.graphite.attime import parse_time
 from protocol.graphite.expr import Call, Node, ParseError, Path, parse
 from protocol.graphite.expr import render as render_target
 from protocol.graphite.functions import Context, TargetError, functions_document, plan
 from protocol.graphite.functions import evaluate_series as evaluate
-from protocol.graphite.series import MAX_POINTS_PER_SERIES, Series, max_data_points, read_step
-from protocol.names import MAX_NAME_LENGTH
+from protocol.graphite.series import (
+    INCOMPLETE,
+    MAX_POINTS_PER_SERIES,
+    Series,
+    Summaries,
+    max_data_points,
+    read_step,
+)
+from protocol.names import MAX_NAME_LENGTH, SET, Kind
 from protocol.points import FieldError
 from query.errors import ApiError, json_response
 from query.read import default_aggregation
@@ -43,14 +68,33 @@ MAX_LISTED_NAMES: Final = 100_000  # metric names one path expression may scan
 MAX_RENDER_POINTS: Final = 5_000_000  # series x points read by one request
 MAX_READ_POINTS: Final = 4 * MAX_POINTS_PER_SERIES  # one series, with timeShift/windows
 RENDER_TIME_BUDGET: Final = 10.0  # seconds of store reads one request may take
+# Summaries (percentiles, unique, last) one request may read: each is decoded (and
+# merged when drawn at fewer points) in Python, ~0.1-0.6 ms for a minute's sketch.
+MAX_RENDER_SUMMARIES: Final = 20_000
+THREAD_AFTER: Final = 64  # summaries past which the work goes to a worker thread
 LIST_PAGE: Final = 1000
 FORMATS: Final = ("json", "csv")
 
-# A read aggregation and how its points are consolidated for display.
+# A read aggregation and how its points are consolidated for display (summary ones
+# carry their summaries, which consolidate exactly; this is for when a function drops
+# them: max for percentiles and distinct counts, the safe direction for a tail).
 _CONSOLIDATION: Final[Mapping[str, str]] = {
     "sum": "sum", "count": "sum", "avg": "average", "min": "min", "max": "max",
-    "rate": "average",
+    "rate": "average", LAST: "last",
 }
+
+
+def _consolidation(aggregation: str) -> str:
+    return _CONSOLIDATION.get(aggregation, "max")
+
+
+def _aggregation(match: glob.Match, info: MetricRef) -> str:
+    return match.aggregation or default_aggregation(info.kind)
+
+
+def _step_of(aggregation: str, step: int) -> int:
+    """The step a leaf is read at: summaries are per minute at the finest."""
+    return max(step, SUMMARY_INTERVAL) if is_summary_aggregation(aggregation) else step
 
 
 def bad_request(message: str, field: str = "target") -> ApiError:
@@ -115,16 +159,16 @@ async def _matches(request: web.Request, pattern: str) -> tuple[list[glob.Match]
             ref = MetricRef(info.id, info.name, info.kind)
             return [glob.Match(pattern, True, True, pattern, None)], {pattern: ref}
         parent, _, leaf = pattern.rpartition(".")
-        if parent and leaf in glob.VIRTUAL_LEAVES:
+        if parent and glob.is_leaf_name(leaf):
             info = await store.get_metric(parent)
-            if info is not None:
+            aggregation = None if info is None else glob.leaf_aggregation(leaf, info.kind)
+            if info is not None and aggregation is not None:
                 ref = MetricRef(info.id, info.name, info.kind)
-                return ([glob.Match(pattern, True, False, parent, glob.VIRTUAL_LEAVES[leaf])],
-                        {parent: ref})
+                return [glob.Match(pattern, True, False, parent, aggregation)], {parent: ref}
         return [], {}  # a plain path that is neither a metric nor one's virtual leaf
     infos = await _list_names(request, _listing_prefix(pattern))
     by_name = {info.name: info for info in infos}
-    return glob.find(pattern, by_name), by_name
+    return glob.find(pattern, by_name, {info.name: info.kind for info in infos}), by_name
 
 
 # -- /render --------------------------------------------------------------------------
@@ -185,14 +229,22 @@ async def render(request: web.Request) -> web.Response:
     def lookup(pattern: str, low: int, high: int) -> list[Series]:
         return [s.renamed(s.name) for s in fetched[(pattern, low, high)]]
 
-    results: list[Series] = []
-    for target, tree in trees:
-        try:
-            results.extend(evaluate(tree, Context(start, end, step, lookup)))
-        except TargetError as exc:
-            raise bad_request(f"target {target!r}: {exc}") from None
-    if wanted:
-        results = [max_data_points(s, wanted, until - start) for s in results]
+    def finish() -> list[Series]:
+        results: list[Series] = []
+        for target, tree in trees:
+            try:
+                results.extend(evaluate(tree, Context(start, end, step, lookup)))
+            except TargetError as exc:
+                raise bad_request(f"target {target!r}: {exc}") from None
+        if wanted:
+            results = [max_data_points(s, wanted, until - start) for s in results]
+        return results
+
+    # Summaries merged for fewer points (or steps combined) cost ~0.1 ms each in Python:
+    # many of them go to a worker thread, so the loop answers other requests meanwhile.
+    summaries = sum(len(s.summaries.data) for found in fetched.values() for s in found
+                    if s.summaries is not None)
+    results = await asyncio.to_thread(finish) if summaries > THREAD_AFTER else finish()
     if output == "csv":
         return _csv(results)
     return json_response([
@@ -247,9 +299,11 @@ async def _push_down(node: Node, resolver: _Resolver) -> Node:
             or not all(isinstance(a, Path) and "(" not in a.pattern for a in args)):
         return call
     leaves = [leaf for a in args for leaf in await resolver.leaves(cast(Path, a).pattern)]
-    aggregations = {m.aggregation or default_aggregation(info.kind) for m, info in leaves}
+    aggregations = {_aggregation(m, info) for m, info in leaves}
     ids = [info.id for _m, info in leaves]
+    # (a set's rate is of its count, not of the sum the database would add)
     if (len(aggregations) != 1 or not aggregations <= _ADDITIVE
+            or any(info.kind == SET for _m, info in leaves)
             or len(set(ids)) != len(ids) or len(ids) > resolver.limit):
         return call
     return Path(render_target(call))  # a path never holds "(": this one names the merge
@@ -276,42 +330,114 @@ async def _fetch(
     if total > MAX_RENDER_POINTS:
         raise over_budget(f"the request would read {total} points; at most "
                           f"{MAX_RENDER_POINTS}: use a shorter range or maxDataPoints")
-    single = sorted({(info.id, low, high) for p, low, high in reads if p not in merged
-                     for _m, info in await resolver.leaves(p)})
+    # (metric id, low, high, step) bucket reads; (id, kind, low, high, step) summary reads
+    single: set[tuple[int, int, int, int]] = set()
+    summary_reads: set[tuple[int, Kind, int, int, int]] = set()
+    leaves_of = {p: await resolver.leaves(p) for p, _low, _high in reads if p not in merged}
+    for p, low, high in reads:
+        if p not in merged:
+            for m, info in leaves_of[p]:
+                aggregation = _aggregation(m, info)
+                own = _step_of(aggregation, step)
+                single.add((info.id, low, high, own))
+                if is_summary_aggregation(aggregation):
+                    summary_reads.add((info.id, info.kind, low, high, own))
+    summaries = sum(len(bucket_range(low, high, own)) for _i, _k, low, high, own in summary_reads)
+    if summaries > MAX_RENDER_SUMMARIES:
+        raise over_budget(f"the request would read {summaries} percentile (or unique, last) "
+                          f"summaries; at most {MAX_RENDER_SUMMARIES}: use a shorter range, "
+                          "fewer series or maxDataPoints")
+    bucket_reads = sorted(single)
+    sketch_reads = sorted(summary_reads)
     sums = [(p, low, high) for p, low, high in reads if p in merged]
     rows = await asyncio.gather(
-        *(store.read_buckets(mid, low, high, step) for mid, low, high in single),
+        *(store.read_buckets(mid, low, high, own) for mid, low, high, own in bucket_reads),
         *(store.read_buckets_merged([info.id for _m, info in merged[p]], low, high, step)
-          for p, low, high in sums))
-    by_read = dict(zip(single, rows[:len(single)], strict=True))
+          for p, low, high in sums),
+        *(store.read_sketches(mid, kind, low, high, own)
+          for mid, kind, low, high, own in sketch_reads))
+    by_read = dict(zip(bucket_reads, rows[:len(bucket_reads)], strict=True))
+    merged_rows_of = rows[len(bucket_reads):len(bucket_reads) + len(sums)]
+    by_sketch_read = {(mid, low, high, own): cast(list[tuple[int, bytes]], blobs)
+                      for (mid, _k, low, high, own), blobs in zip(
+                          sketch_reads, rows[len(bucket_reads) + len(sums):], strict=True)}
     out: dict[tuple[str, int, int], list[Series]] = {}
-    for (pattern, low, high), merged_rows in zip(sums, rows[len(single):], strict=True):
+    for (pattern, low, high), merged_rows in zip(sums, merged_rows_of, strict=True):
         match, info = merged[pattern][0]
         one = _series(glob.Match(pattern, True, False, info.name, match.aggregation), info,
-                      pattern, merged_rows, low, high, step)
+                      pattern, cast(list[BucketRow], merged_rows), low, high, step)
         one.tags["aggregatedBy"] = "sum"
         out[(pattern, low, high)] = [one]
-    for pattern, low, high in reads:
-        if pattern not in merged:
-            out[(pattern, low, high)] = [
-                _series(m, info, pattern, by_read[(info.id, low, high)], low, high, step)
-                for m, info in await resolver.leaves(pattern)]
+
+    def build() -> None:
+        for pattern, low, high in reads:
+            if pattern in merged:
+                continue
+            built = []
+            for m, info in leaves_of[pattern]:
+                own = _step_of(_aggregation(m, info), step)
+                key = (info.id, low, high, own)
+                built.append(_series(m, info, pattern, cast(list[BucketRow], by_read[key]),
+                                     low, high, own, by_sketch_read.get(key)))
+            out[(pattern, low, high)] = built
+
+    if summaries > THREAD_AFTER:
+        await asyncio.to_thread(build)
+    else:
+        build()
     return out
 
 
 def _series(match: glob.Match, info: MetricRef, pattern: str, rows: list[BucketRow],
-            start: int, end: int, step: int) -> Series:
-    aggregation = cast(Aggregation, match.aggregation or default_aggregation(info.kind))
-    points = series(rows, start, end, step, aggregation)
+            start: int, end: int, step: int,
+            sketches: Sequence[tuple[int, bytes]] | None = None) -> Series:
+    aggregation = _aggregation(match, info)
+    if is_summary_aggregation(aggregation):
+        return _summary_series(match, info, pattern, rows, sketches or (), start, end, step,
+                               aggregation)
+    if info.kind == SET:  # a set's rate is members received per second: Σcnt / step
+        rows = [row._replace(sum=row.cnt) for row in rows]
+    points = series(rows, start, end, step, cast(Aggregation, aggregation))
     by_ts = {row.ts: row for row in rows}
     counts = [by_ts[ts].cnt if ts in by_ts else 0.0 for ts, _ in points]
     sums = [by_ts[ts].sum if ts in by_ts else 0.0 for ts, _ in points]
     first = points[0][0] if points else start - start % step
     return Series(
         match.path, first, step, [v for _ts, v in points], pattern,
-        _CONSOLIDATION[aggregation], {"name": match.path},
+        _consolidation(aggregation), {"name": match.path},
         (counts, sums) if aggregation == "avg" else None,
     )
+
+
+def _summary_series(match: glob.Match, info: MetricRef, pattern: str, rows: list[BucketRow],
+                    sketches: Sequence[tuple[int, bytes]], start: int, end: int, step: int,
+                    aggregation: str) -> Series:
+    """A percentile (unique, last) per step from its summary; null where the step's
+    points have no summary that holds them all (data from before sketches)."""
+    counts = {row.ts: row.cnt for row in rows}
+    blobs = dict(sketches)
+    values: list[float | None] = []
+    data: list[bytes | None] = []
+    for ts in bucket_range(start, end, step):
+        blob = blobs.get(ts)
+        cnt = counts.get(ts, 0.0)
+        value: float | None = None
+        entry: bytes | None = INCOMPLETE if cnt else None
+        if blob is not None:
+            try:
+                value, weight = summary_value(info.kind, aggregation, blob)
+            except ValueError as exc:  # the store validates what it keeps: never so
+                raise ApiError(500, f"the stored summary of {info.name!r} at {ts} cannot "
+                                    f"be read: {exc}") from exc
+            if covers(weight, cnt):
+                entry = blob
+            else:
+                value = None
+        values.append(value)
+        data.append(entry)
+    return Series(match.path, align(start, step), step, values, pattern,
+                  _consolidation(aggregation), {"name": match.path}, None,
+                  Summaries(info.kind, aggregation, data))
 
 
 def _csv(results: list[Series]) -> web.Response:
@@ -361,7 +487,8 @@ async def _find(request: web.Request, pattern: str) -> list[glob.Match]:
     try:
         glob.split_nodes(pattern)
         infos = await _list_names(request, _listing_prefix(pattern))
-        return glob.find(pattern, (info.name for info in infos))
+        return glob.find(pattern, (info.name for info in infos),
+                         {info.name: info.kind for info in infos})
     except glob.GlobError as exc:
         raise bad_request(f"query: {exc}", "query") from None
     except StoreError as exc:

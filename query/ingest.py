@@ -3,7 +3,9 @@
 Each handler: JSON body -> validated points (``protocol.points``) -> kind check ->
 group commit -> ``{"accepted": n}``. The 200 is sent only after the batch holding the
 points has been committed. A request is all or nothing: any invalid point (422) or
-kind conflict (409) and nothing of it is written.
+kind conflict (409) and nothing of it is written. Value points also make a quantile
+sketch per (metric, minute), committed with the points in the same batch (unless the
+service runs with ``--no-sketches``), so they get percentiles.
 
 Kind conflicts are found before committing, from a per-process cache of stored kinds
 filled by ``store.get_metric`` (one lookup per name this process has not seen yet).
@@ -30,11 +32,13 @@ from protocol.points import (
     InvalidPoints,
     Point,
     Row,
+    SketchRow,
     Window,
     batch_points,
     counter_point,
     kind_conflicts,
     to_rows,
+    to_sketches,
     value_point,
 )
 from query.commit import Quarantined
@@ -45,9 +49,21 @@ from store.base import StoreError
 MAX_KNOWN_KINDS: Final = 200_000  # names whose kind is cached; cleared past it
 
 # A request body -> its validated points (every problem listed) and -> its rows (the
-# same points aggregated per name, kind and second; the hot path of batch ingest).
+# same points aggregated per name, kind and second; the hot path of batch ingest) with
+# the value sketches (per name and minute, of alpha in basis points; None: none).
 PointsParser = Callable[[object, Window], list[Point]]
-RowsReader = Callable[[object, Window], list[Row]]
+RowsReader = Callable[[object, Window, int | None], tuple[list[Row], list[SketchRow]]]
+
+
+def sketch_alpha(app: web.Application) -> int | None:
+    """The alpha of the sketches ingest makes, in basis points; None with --no-sketches."""
+    config = app[CONFIG]
+    return round(config.sketch_alpha * 100) if config.sketches else None
+
+
+def read_points(points: list[Point], alpha_bp: int | None) -> tuple[list[Row], list[SketchRow]]:
+    """Validated points -> their rows and value sketches (none for ``alpha_bp`` None)."""
+    return to_rows(points), [] if alpha_bp is None else to_sketches(points, alpha_bp)
 
 
 async def read_json(request: web.Request) -> object:
@@ -75,7 +91,7 @@ async def post_value(request: web.Request) -> web.Response:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    return await _ingest(request, batch_points, request.app[BATCH_READER].rows, batch=True)
+    return await _ingest(request, batch_points, request.app[BATCH_READER].read, batch=True)
 
 
 def _single(parse: Callable[[object, Window], Point]) -> PointsParser:
@@ -90,8 +106,10 @@ async def _ingest(
     app = request.app
     body = await read_json(request)
     window = Window(app[WALL_CLOCK](), app[CONFIG].retention_raw)
+    alpha_bp = sketch_alpha(app)
     try:
-        rows = to_rows(parse(body, window)) if read is None else read(body, window)
+        rows, sketches = (read_points(parse(body, window), alpha_bp) if read is None
+                          else read(body, window, alpha_bp))
     except InvalidPoints as exc:
         raise ApiError(422, f"invalid point(s): {exc}", exc.errors) from None
 
@@ -99,19 +117,21 @@ async def _ingest(
         # Only on the error path: the body validated, so parse() cannot raise here.
         return kind_conflicts(parse(body, window), known, batch=batch)
 
-    return json_response({"accepted": await commit_rows(app, rows, conflicts_of)})
+    return json_response({"accepted": await commit_rows(app, rows, conflicts_of, sketches)})
 
 
 async def commit_rows(
     app: web.Application, rows: list[Row],
     conflicts_of: Callable[[dict[str, Kind]], list[FieldError]],
+    sketches: list[SketchRow] | None = None,
 ) -> int:
     """Kind check, group commit, then the points accepted: the second half of every
-    ingest route (``conflicts_of`` lists the points at fault, given the known kinds).
-    Raises ApiError 409 (kind conflict) or 503 (neither committed nor spooled)."""
+    ingest route (``conflicts_of`` lists the points at fault, given the known kinds;
+    ``sketches`` go in the same batch as ``rows``). Raises ApiError 409 (kind conflict)
+    or 503 (neither committed nor spooled)."""
     await _check_kinds(app, rows, conflicts_of)
     try:
-        conflicts = await app[COMMITTER].commit(rows)
+        conflicts = await app[COMMITTER].commit(rows, sketches or [])
     except Quarantined as exc:
         app[STATS].ingest_unavailable += 1
         raise ApiError(500, str(exc)) from exc

@@ -21,10 +21,18 @@ from protocol.alerts import (
     REDACTED,
     SIGNATURE_HEADER,
 )
-from protocol.buckets import AGGREGATIONS, FILLS, MAX_QUERY_BUCKETS
+from protocol.buckets import (
+    AGGREGATIONS,
+    FILLS,
+    LAST,
+    MAX_QUERY_BUCKETS,
+    PERCENTILE_PATTERN,
+    PERCENTILES,
+    UNIQUE,
+)
 from protocol.lines import FUTURE_TOLERANCE
 from protocol.names import KINDS, MAX_NAME_LENGTH
-from protocol.points import MAX_BATCH_POINTS
+from protocol.points import MAX_BATCH_POINTS, POINT_KINDS
 from protocol.stathat import MAX_STAT_LENGTH as STATHAT_NAME_LENGTH
 from query.config import HttpConfig
 from query.errors import CODES
@@ -336,7 +344,7 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
             "required": ["metric", "type"],
             "properties": {
                 "metric": _ref("MetricName"),
-                "type": {"type": "string", "enum": list(KINDS)},
+                "type": {"type": "string", "enum": list(POINT_KINDS)},
                 "value": {**value, "description":
                           "Required for values; for counters the increment, default 1."},
                 "timestamp": _ref("Timestamp"),
@@ -394,7 +402,7 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                 "kind": {"type": "string", "enum": list(KINDS)},
                 "interval": {"type": "integer", "minimum": 1,
                              "description": "Bucket width in seconds."},
-                "aggregation": {"type": "string", "enum": list(AGGREGATIONS)},
+                "aggregation": _ref("Aggregation"),
                 "fill": {"type": "string", "enum": list(FILLS)},
                 "from": {**iso_time, "description": "Start of the first bucket."},
                 "to": {**iso_time, "description": "End of the range (exclusive)."},
@@ -406,6 +414,42 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                         "properties": {
                             "timestamp": {**iso_time, "description": "The bucket's start."},
                             "value": {"type": ["number", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "Aggregation": {
+            "description": (
+                "`sum`, `avg`, `min`, `max`, `count`, `rate` (counters, values, gauges; "
+                "sets: `count`, `rate`); percentiles of values: `p50`, `p75`, `p90`, "
+                "`p95`, `p99`, `p999` or any `pNN` / `pNN.N` (`p5` 5%, `p99.5` 99.5%, "
+                "`p999` 99.9%, `p9999` 99.99%); `unique` (sets: distinct members); `last` "
+                "(gauges: the last value of each bucket)."),
+            "anyOf": [
+                {"type": "string", "enum": [*AGGREGATIONS, *PERCENTILES, UNIQUE, LAST]},
+                {"type": "string", "pattern": PERCENTILE_PATTERN},
+            ],
+        },
+        "Histogram": {
+            "type": "object",
+            "required": ["metric", "from", "to", "count", "buckets"],
+            "properties": {
+                "metric": _ref("MetricName"),
+                "from": {**iso_time, "description": "Start of the range, a whole minute."},
+                "to": {**iso_time, "description": "End of the range (exclusive)."},
+                "count": {"type": "number", "minimum": 0,
+                          "description": "Samples in the range (sampled lines count "
+                                         "1/rate)."},
+                "buckets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["le", "count"],
+                        "properties": {
+                            "le": {"type": "number", "description": "The bound."},
+                            "count": {"type": "number", "minimum": 0,
+                                      "description": "Samples at most `le`."},
                         },
                     },
                 },
@@ -519,8 +563,13 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                 "description": (
                     "Buckets of `interval` seconds aligned to epoch multiples (days at UTC "
                     "midnight) covering [from, to). Default range: the last hour. "
-                    "Default aggregation: `sum` for counters, `avg` for values. Default "
-                    "fill of empty buckets: 0 for sum/count/rate, null otherwise."
+                    "Default aggregation: `sum` for counters, `avg` for values and "
+                    "gauges, `unique` for sets. Default fill of empty buckets: 0 for "
+                    "sum/count/rate, null otherwise. Percentiles (values), `unique` (sets) "
+                    "and `last` (gauges) are read from per-minute sketches: the interval "
+                    "must be a whole number of minutes, and a bucket whose points no sketch "
+                    "holds (data from before sketches) is a 422, never a made-up number. "
+                    "See docs/sketches.md."
                 ),
                 "security": [{"ApiKey": []}],
                 "parameters": [
@@ -538,15 +587,57 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                      "schema": {"type": "string", "default": "minute",
                                 "examples": ["minute", "10s", "5m", "1h", "1d"]}},
                     {"name": "aggregation", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": list(AGGREGATIONS)}},
+                     "schema": _ref("Aggregation")},
                     {"name": "fill", "in": "query", "required": False,
                      "schema": {"type": "string", "enum": list(FILLS)}},
                 ],
                 "responses": {
                     "200": _ok("Series", "One point per bucket."),
                     "404": _error("No such metric.", *_LIMIT_HEADERS),
-                    "422": _error("Invalid or unknown parameter, or more than "
-                                  f"{MAX_QUERY_BUCKETS} buckets.", *_LIMIT_HEADERS),
+                    "422": _error("Invalid or unknown parameter, more than "
+                                  f"{MAX_QUERY_BUCKETS} buckets, an aggregation the "
+                                  "metric's kind does not answer (the message lists those "
+                                  "it does), an interval that is not whole minutes for a "
+                                  "sketch aggregation, or a bucket without sketches.",
+                                  *_LIMIT_HEADERS),
+                    **_guarded_errors("read"),
+                },
+            }
+        },
+        "/api/metrics/{name}/histogram": {
+            "get": {
+                "operationId": "getHistogram",
+                "tags": ["query"],
+                "summary": "Count a value metric's samples under bounds (SLOs)",
+                "description": (
+                    "For each bound, the samples at most that bound over the whole range "
+                    "[from, to), read from the merged sketches of its minutes (a sample "
+                    "within the sketch accuracy of a bound may count on either side). "
+                    "`from` is rounded down to its minute. Default range: the last hour. "
+                    "A range whose points no sketch holds is a 422."
+                ),
+                "security": [{"ApiKey": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True,
+                     "schema": _ref("MetricName")},
+                    {"name": "from", "in": "query", "required": False,
+                     "description": "Start: ISO 8601 or epoch seconds. Default: `to` - 1 h.",
+                     "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "required": False,
+                     "description": "End (exclusive): ISO 8601 or epoch seconds. Default: "
+                                    "now.",
+                     "schema": {"type": "string"}},
+                    {"name": "buckets", "in": "query", "required": True,
+                     "description": "1-50 finite bounds, strictly ascending, comma "
+                                    "separated.",
+                     "schema": {"type": "string", "examples": ["10,50,100,500"]}},
+                ],
+                "responses": {
+                    "200": _ok("Histogram", "The count under each bound, and the total."),
+                    "404": _error("No such metric.", *_LIMIT_HEADERS),
+                    "422": _error("Invalid or unknown parameter, bad bounds, a metric that "
+                                  "is not a value, or a range without sketches.",
+                                  *_LIMIT_HEADERS),
                     **_guarded_errors("read"),
                 },
             }

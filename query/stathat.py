@@ -5,8 +5,9 @@ The key comes in a field (``ezkey``, ``ukey``) instead of the X-API-Key header; 
 one of our API keys with the ``write`` scope, and the checks of the header are made on
 it in the same order, with the same per-key rate limit (``query.auth.authorize_token``).
 Bodies are held to ``--max-body-size`` like every other. The points take the path of
-``/api/metrics/batch`` (``query.ingest.commit_rows``: kind check, group commit), so a 200
-means committed, or spooled while the database is down.
+``/api/metrics/batch`` (``query.ingest.commit_rows``: kind check, group commit, a
+quantile sketch per value metric and minute), so a 200 means committed, or spooled
+while the database is down.
 
 Answers are StatHat's shape, which its clients read: ``{"status": 200, "msg": "ok"}``
 with HTTP 200. An unknown, revoked or malformed key is ``{"status": 500, "msg":
@@ -26,11 +27,11 @@ from typing import Any, Final
 from aiohttp import web
 
 from protocol.names import COUNTER, VALUE, Kind
-from protocol.points import InvalidPoints, Point, Window, kind_conflicts, to_rows
+from protocol.points import InvalidPoints, Point, Window, kind_conflicts
 from protocol.stathat import classic_points, ez_form_points, ez_json_points, ez_json_token
 from query.auth import authorize_token
 from query.errors import JSON, ApiError, json_response
-from query.ingest import commit_rows, read_json
+from query.ingest import commit_rows, read_json, read_points, sketch_alpha
 from query.state import CONFIG, WALL_CLOCK
 
 FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -151,5 +152,6 @@ async def _commit(
         more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
         raise ApiError(422, f"{where}{first.field}: {first.message}{more}",
                        exc.errors) from None
-    await commit_rows(app, to_rows(points),
-                      lambda known: kind_conflicts(points, known, batch=True))
+    rows, sketches = read_points(points, sketch_alpha(app))
+    await commit_rows(app, rows, lambda known: kind_conflicts(points, known, batch=True),
+                      sketches)

@@ -350,15 +350,16 @@ class MySQLStore:
                 levels.append((head, rollup(levels[-1][1], step)))
             await _upsert(cursor, levels)
             for table, level in sketch_levels:  # after the points: one table order too
-                if level:
+                if not level:
+                    continue
+                try:
                     await _merge_sketches(cursor, table, level)
+                except SketchDataError as exc:  # a ValueError: not "client protocol error"
+                    names = {metric_id: name for name, (metric_id, _kind) in ids.items()}
+                    raise StoreError(f"mysql: a sketch of {exc.describe(names)}") from exc
             return True
 
-        try:
-            applied = await self._transaction(write)
-        except SketchDataError as exc:
-            names = {metric_id: name for name, (metric_id, _kind) in ids.items()}
-            raise StoreError(f"mysql: a sketch of {exc.describe(names)}") from exc
+        applied = await self._transaction(write)
         if not applied:
             return WriteResult(False, 0, {})
         return WriteResult(True, len(rows), conflicts, applied_sketches)

@@ -141,12 +141,17 @@ SQLITE_MIGRATIONS: Final[list[tuple[int, list[MigrationStep]]]] = [
     (
         4,  # summaries: one blob per metric-minute (-hour): sketch, HLL or last value
         [
+            # A rowid table (its primary key a separate index), not WITHOUT ROWID like the
+            # point tables: rows of 0.3-10 KB are past what SQLite advises for WITHOUT
+            # ROWID (~1/20 of a page), and measured here with 1.5 KB rows it wrote 4x
+            # slower and took 2.3x the file size (10 x 10,000 upserts: 12.6 s vs 2.6 s,
+            # 456 MB vs 202 MB; read-modify-write 7.0 s vs 2.1 s).
             *(
                 f"""CREATE TABLE {table} (
                 metric_id INTEGER NOT NULL,
                 ts INTEGER NOT NULL,
                 data BLOB NOT NULL,
-                PRIMARY KEY (metric_id, ts)) WITHOUT ROWID"""
+                PRIMARY KEY (metric_id, ts))"""
                 for table in ("sketch_1m", "sketch_1h")
             ),
             FILL_SKETCHES,

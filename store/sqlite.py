@@ -235,7 +235,8 @@ class SQLiteStore:
             sketches: list[IdSketch] = []
             for name, kind, ts, data in batch.sketches:
                 if kind not in SUMMARY_KINDS:
-                    raise StoreError(f"a sketch of {name} at {ts}: a {kind} has no summary")
+                    raise StoreError(f"sqlite: a sketch of {name} at {ts}: a {kind} has no "
+                                     "summary")
                 known = ids.get(name) or created.get(name)
                 if known is None:
                     known = self._find_or_create_metric(conn, name, kind, now)

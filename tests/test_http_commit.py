@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from protocol.sketch import Sketch
 from query.commit import GroupCommitter
 from query.state import COMMITTER
 from store import Batch, Store, StoreError, StoreUnavailable, WriteResult, open_store
@@ -70,6 +71,31 @@ async def test_concurrent_posts_share_few_commits(store: Store) -> None:
         assert "gf_http_commit_requests_total 50.0" in text
     # merged per (metric, second) before writing: one row with every sample in it
     assert await stored_points(store) == {"grouped": [(ts, 50, sum(range(50)), 0, 49)]}
+
+
+async def test_a_group_merges_its_requests_sketches_of_one_minute(store: Store) -> None:
+    batches: list[Batch] = []
+
+    async def write(batch: Batch) -> WriteResult:
+        batches.append(batch)
+        return await store.write_batch(batch)
+
+    def sketch(*values: float) -> bytes:
+        s = Sketch()
+        for v in values:
+            s.add(v)
+        return s.to_bytes()
+
+    async with committing(write, window=0.05) as committer:
+        await asyncio.gather(*(
+            committer.commit([("t", "value", 120 + i, 1, v, v, v)],
+                             [("t", "value", 120, sketch(v))])
+            for i, v in enumerate([1.0, 2.0, 3.0, 400.0])))
+    [batch] = batches
+    [(name, kind, minute, data)] = batch.sketches  # one per (name, minute)
+    merged = Sketch.from_bytes(data)
+    assert (name, kind, minute, merged.count) == ("t", "value", 120, 4.0)
+    assert merged.quantile(1.0) == pytest.approx(400.0, rel=0.01)
 
 
 async def test_conflicts_are_answered_to_the_request_they_concern(store: Store) -> None:
@@ -213,8 +239,9 @@ async def test_store_down_answers_200_once_spooled_and_the_drain_writes_it_once(
             assert "gf_http_commit_spooled_rows_total 2.0" in text
             assert "gf_http_spool_replayed_rows_total 0.0" in text
             assert "gf_http_spool_pending 1.0" in text
-        # acknowledged: on disk in the spool, not in the store
-        assert (spool.batches, spool.rows) == (1, 2)
+        # acknowledged: on disk in the spool, not in the store (two point rows and the
+        # value's sketch of its minute)
+        assert (spool.batches, spool.rows) == (1, 3)
         assert await stored_points(sqlite_store) == {}
 
         # the database is back: a committer that drains writes the batch, once
@@ -224,6 +251,12 @@ async def test_store_down_answers_200_once_spooled_and_the_drain_writes_it_once(
         assert await stored_points(sqlite_store) == {
             "spooled.c": [(ts, 2, 7, 3, 4)], "spooled.v": [(ts, 1, 7, 7, 7)],
         }
+        info = await sqlite_store.get_metric("spooled.v")  # and the value's sketch
+        assert info is not None
+        minute = ts - ts % 60
+        [(at, data)] = await sqlite_store.read_sketches(info.id, "value", minute,
+                                                        minute + 60, 60)
+        assert at == minute and Sketch.from_bytes(data).count == 1
     finally:
         await spool.close()
     assert not spool.path.exists()  # drained: the empty spool file is gone

@@ -132,7 +132,10 @@ async def test_find_while_typing_a_path(loaded: tuple[Any, str, int]) -> None:
                for n in web1)
     # the virtual leaves of a metric, as the next segment offers them
     leaves = await find("app.web1.latency.*")
-    assert [n["text"] for n in leaves] == ["avg", "count", "max", "min", "rate", "sum"]
+    assert [n["text"] for n in leaves] == ["avg", "count", "max", "min", "p50", "p75", "p90",
+                                           "p95", "p99", "p999", "rate", "sum"]
+    counter_leaves = await find("app.web1.requests.*")
+    assert [n["text"] for n in counter_leaves] == ["avg", "count", "max", "min", "rate", "sum"]
     assert all(n["leaf"] == 1 and n["expandable"] == 0 for n in leaves)
     assert [n["id"] for n in await find("app.web[12].req*")] == [
         "app.web1.requests", "app.web2.requests"]

@@ -21,8 +21,10 @@ from protocol.points import (
     counter_point,
     kind_conflicts,
     to_rows,
+    to_sketches,
     value_point,
 )
+from protocol.sketch import Sketch
 
 NOW = 1_764_338_400.25  # 2025-11-28T14:00:00.25Z
 WINDOW = Window(NOW, 7 * 86400)
@@ -213,6 +215,36 @@ def test_batch_reader_answers_exactly_like_batch_points_then_to_rows(body: objec
     assert _answer(lambda b: _reader.rows(b, WINDOW), body) == expected  # names cached now
 
 
+@settings(max_examples=300)
+@given(_bodies)
+def test_batch_reader_makes_the_sketches_to_sketches_makes(body: object) -> None:
+    def reference(b: object) -> list[object]:
+        points = batch_points(b, WINDOW)
+        return [sorted(to_rows(points)), sorted(to_sketches(points, 100))]
+
+    def fast(b: object) -> list[object]:
+        rows, sketches = _reader.read(b, WINDOW, 100)
+        return [sorted(rows), sorted(sketches)]
+
+    assert _answer(fast, body) == _answer(reference, body)
+
+
+def test_value_points_make_one_sketch_per_name_and_minute() -> None:
+    points = [Point("v", "value", 1.0, T), Point("v", "value", 3.0, T + 59),
+              Point("v", "value", 5.0, T + 60), Point("c", "counter", 1.0, T),
+              Point("w", "value", -2.0, T)]
+    assert T % 60 == 0
+    rows = to_sketches(points, 200)
+    assert {(name, kind, ts) for name, kind, ts, _data in rows} == {
+        ("v", "value", T), ("v", "value", T + 60), ("w", "value", T)}
+    by_minute = {(name, ts): Sketch.from_bytes(data) for name, _kind, ts, data in rows}
+    assert (by_minute[("v", T)].count, by_minute[("v", T)].alpha_bp) == (2.0, 200)
+    assert by_minute[("v", T)].quantile(1.0) == pytest.approx(3.0, rel=0.02)
+    assert by_minute[("w", T)].quantile(0.5) == pytest.approx(-2.0, rel=0.02)
+    assert BatchReader().read({"points": [{"metric": "v", "type": "value", "value": 1}]},
+                              WINDOW, None)[1] == []
+
+
 def test_batch_reader_aggregates_valid_points_in_one_pass(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -235,3 +267,12 @@ def test_batch_reader_aggregates_valid_points_in_one_pass(
         ("v", "value", T, 3, 8.5, -1.5, 7),
         ("v", "value", T + 1, 1, 5, 5, 5),
     ]
+
+
+def test_a_batch_point_is_a_counter_or_a_value() -> None:
+    """Gauges and sets come over the line protocol only: a batch point of either type is
+    refused, not taken as a value."""
+    for kind in ("gauge", "set"):
+        body = {"points": [{"metric": "g", "type": kind, "value": 1}]}
+        assert errors_of(batch_points, body) == [(0, "type")]
+        assert errors_of(BatchReader().rows, body) == [(0, "type")]

@@ -430,7 +430,7 @@ def consolidate_by(ctx: Context, series_list: list[Series], func: str) -> list[S
         raise TargetError(f"consolidateBy: unknown function {func!r}; known: "
                           f"{', '.join(CONSOLIDATIONS)}")
     return [replace(s.renamed(f'consolidateBy({s.name},"{func}")'),
-                    consolidation="average" if func == "avg" else func)
+                    consolidation="average" if func == "avg" else func, summaries=None)
             for s in series_list]
 
 

@@ -5,22 +5,56 @@ one character, ``[a-z]`` / ``[!a-z]`` a class, ``{a,b}`` alternatives (which may
 ``*`` and ``?`` themselves). A node never matches across a dot.
 
 Every metric ``name`` is a leaf (its default series: counters sum per step, values
-average) and also has the virtual leaves ``name.<aggregation>`` (``VIRTUAL_LEAVES``).
-A stored metric with the same full name wins over a virtual leaf. Later aggregations
-(percentiles: ``name.p99``) slot in by adding to ``VIRTUAL_LEAVES``.
+and gauges average, sets count distinct members) and also has the virtual leaves
+``name.<aggregation>`` its kind answers (``leaves``): the six of every bucket for
+counters, values and gauges; the percentiles of a value (``name.p99``; the named ones
+are listed, any ``pNN`` without a dot reads: ``name.p995``); a gauge's ``last``; a
+set's ``count``, ``rate`` and ``unique``. A stored metric with the same full name wins
+over a virtual leaf.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final, NamedTuple
 
-# virtual leaf -> the stored aggregation it reads (protocol.buckets.Aggregation)
+from protocol.buckets import LAST, PERCENTILES, UNIQUE, aggregation_error, percentile
+
+# virtual leaf -> the stored aggregation it reads (protocol.buckets.Aggregation): the
+# leaves of every counter, value and gauge (and of a metric whose kind is not known)
 VIRTUAL_LEAVES: Final = {
     "sum": "sum", "count": "count", "avg": "avg", "min": "min", "max": "max", "rate": "rate",
 }
+# The leaves each kind lists (an aggregation is named by its leaf).
+_KIND_LEAVES: Final[dict[str, tuple[str, ...]]] = {
+    "counter": tuple(VIRTUAL_LEAVES),
+    "value": (*VIRTUAL_LEAVES, *PERCENTILES),
+    "gauge": (*VIRTUAL_LEAVES, LAST),
+    "set": ("count", "rate", UNIQUE),
+}
+
+
+def leaves(kind: str | None) -> tuple[str, ...]:
+    """The virtual leaves ``/metrics/find`` lists for a metric of ``kind``."""
+    return _KIND_LEAVES.get(kind or "", tuple(VIRTUAL_LEAVES))
+
+
+def leaf_aggregation(leaf: str, kind: str | None) -> str | None:
+    """The aggregation the virtual leaf ``leaf`` of a metric of ``kind`` reads, or None
+    if it has no such leaf (any ``pNN`` of a value, not only the listed ones)."""
+    if kind is None:
+        return VIRTUAL_LEAVES.get(leaf)
+    if leaf in leaves(kind) or (percentile(leaf) is not None
+                                and aggregation_error(kind, leaf) is None):
+        return leaf
+    return None
+
+
+def is_leaf_name(leaf: str) -> bool:
+    """Could ``leaf`` be a virtual leaf of some kind of metric?"""
+    return leaf in VIRTUAL_LEAVES or leaf in (LAST, UNIQUE) or percentile(leaf) is not None
 MAX_PATTERN_NODES: Final = 64
 GLOB_CHARS: Final = frozenset("*?[{")
 
@@ -118,11 +152,13 @@ class Match(NamedTuple):
     leaf: bool  # a series can be read for it
     branch: bool  # it has children (deeper names, or virtual leaves)
     metric: str | None  # the stored metric a leaf reads
-    aggregation: str | None  # None: the metric's default; else a VIRTUAL_LEAVES value
+    aggregation: str | None  # None: the metric's default; else the leaf's (leaf_aggregation)
 
 
-def find(pattern: str, names: Iterable[str]) -> list[Match]:
-    """What ``pattern`` matches among the stored metric ``names``.
+def find(pattern: str, names: Iterable[str],
+         kinds: Mapping[str, str] | None = None) -> list[Match]:
+    """What ``pattern`` matches among the stored metric ``names`` (of ``kinds``: name ->
+    kind, which decides a metric's virtual leaves; without, the six of every bucket).
 
     Branches first, then leaves, each sorted by path; a path that is both (a metric with
     deeper metrics, or with its virtual leaves) is one entry. Raises GlobError.
@@ -147,8 +183,14 @@ def find(pattern: str, names: Iterable[str]) -> list[Match]:
             )
         elif len(path) == depth - 1 and matches(nodes[:-1], path):
             last = node_regex(nodes[-1])
-            for leaf, aggregation in VIRTUAL_LEAVES.items():
+            kind = kinds.get(name) if kinds is not None else None
+            # A literal last node reaches any leaf the kind has (app.*.ms.p995), a glob
+            # the listed ones.
+            literal = () if has_glob(nodes[-1]) else (nodes[-1],)
+            for leaf in (*leaves(kind), *literal):
+                aggregation = leaf_aggregation(leaf, kind)
                 key = f"{name}.{leaf}"
-                if last.fullmatch(leaf) and key not in found:  # a stored one wins
+                # a stored metric of that name wins
+                if aggregation is not None and last.fullmatch(leaf) and key not in found:
                     found[key] = Match(key, True, False, name, aggregation)
     return sorted(found.values(), key=lambda m: (not m.branch, m.path))

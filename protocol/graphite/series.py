@@ -2,8 +2,12 @@
 
 A series holds one value or None per step from ``start``. Series read from the store
 also carry each step's (count, sum) so that averaging steps together is exact: an
-average of averages would weigh a quiet minute like a busy one. Functions that change
-values drop them.
+average of averages would weigh a quiet minute like a busy one. Likewise a series of
+percentiles, distinct counts or last values carries each step's summary
+(``Summaries``): drawn at fewer points, a point is read from the merge of its steps'
+summaries, the p99 of all the samples of those steps, not a max of p99s. Functions
+that change values drop both (and ``consolidateBy`` drops the summaries: an explicit
+choice of function wins).
 """
 
 from __future__ import annotations
@@ -13,12 +17,42 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from protocol.buckets import summary_value
+from protocol.names import Kind
+from protocol.summary import merge as merge_summaries
+
 Value = float | None
 
 # The steps a series is read at: the stored levels (1 s, 1 min, 1 h) and days.
 READ_STEPS: Final = (1, 60, 3600, 86400)
 MAX_POINTS_PER_SERIES: Final = 10_000  # a read never holds more steps than this
 CONSOLIDATIONS: Final = ("sum", "average", "avg", "min", "max", "first", "last")
+
+
+# A step's summary: its bytes, None for an empty step, or INCOMPLETE for a step whose
+# points no summary holds (wholly): a window holding one has no value.
+INCOMPLETE: Final = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Summaries:
+    """Per step, the summary behind a value (protocol.summary) and how it is read."""
+
+    kind: Kind  # the metric's: how its summaries merge
+    aggregation: str  # pNN, unique, last: what a value is (protocol.buckets.summary_value)
+    data: list[bytes | None]
+
+    def window(self, low: int, high: int) -> Value:
+        """The value of steps ``[low, high)`` together, from their merged summaries."""
+        blobs = self.data[low:high]
+        if INCOMPLETE in blobs:
+            return None
+        present = [b for b in blobs if b is not None]
+        if not present:
+            return None
+        merged = present[0] if len(present) == 1 else merge_summaries(self.kind, present)
+        value, _weight = summary_value(self.kind, self.aggregation, merged)
+        return value
 
 
 @dataclass(slots=True)
@@ -32,6 +66,8 @@ class Series:
     tags: dict[str, str] = field(default_factory=dict)
     # per step (count, sum) of the samples behind values: exact "average" consolidation
     weights: tuple[list[float], list[float]] | None = None
+    # per step the summary behind values: exact percentiles (unique, last) consolidated
+    summaries: Summaries | None = None
 
     @property
     def end(self) -> int:
@@ -41,9 +77,10 @@ class Series:
         return range(self.start, self.end, self.step)
 
     def derive(self, name: str, values: list[Value]) -> Series:
-        """A copy with new values (weights dropped) and name (also its path expression)."""
+        """A copy with new values (weights and summaries dropped) and name (also its path
+        expression)."""
         return replace(self, name=name, values=values, path_expression=name,
-                       weights=None, tags=dict(self.tags))
+                       weights=None, summaries=None, tags=dict(self.tags))
 
     def renamed(self, name: str) -> Series:
         """The same values under another name (aliases keep the weights)."""
@@ -134,15 +171,19 @@ def consolidate(series: Series, step: int) -> Series:
     func = "average" if series.consolidation == "avg" else series.consolidation
     out: list[Value] = []
     weights = series.weights
+    summaries = series.summaries
     for i in range(0, len(values), per):
-        if func == "average" and weights is not None:
+        if summaries is not None:
+            out.append(summaries.window(skip + i, skip + i + per))
+        elif func == "average" and weights is not None:
             counts = weights[0][skip + i:skip + i + per]
             sums = weights[1][skip + i:skip + i + per]
             total = math.fsum(counts)
             out.append(math.fsum(sums) / total if total else None)
         else:
             out.append(aggregate(func, values[i:i + per]))
-    return replace(series, start=first, step=step, values=out, weights=None)
+    return replace(series, start=first, step=step, values=out, weights=None,
+                   summaries=None)
 
 
 def max_data_points(series: Series, points: int, time_range: int | None = None) -> Series:

@@ -16,6 +16,21 @@
                   "#db2777", "#4b5563"];
   const HEIGHT = 380;
   const ALERTS_EVERY = 15000; // ms between reloads of the alert rules and their states
+  // What each kind answers (protocol/buckets.py), of the picker's choices: a choice a
+  // charted metric's kind does not answer charts that metric with its default (auto).
+  const BUCKET_AGGS = ["sum", "count", "avg", "min", "max", "rate"];
+  const PERCENTILES = ["p50", "p90", "p99", "p999"];
+  const BY_KIND = {
+    counter: BUCKET_AGGS,
+    value: [...BUCKET_AGGS, ...PERCENTILES],
+    gauge: [...BUCKET_AGGS, "last"],
+    set: ["count", "rate", "unique"],
+  };
+  const CHOICES = [...BUCKET_AGGS, ...PERCENTILES, "last", "unique"];
+  const KIND_BADGE = { counter: "c", value: "v", gauge: "g", set: "s" };
+  // Read from per-minute sketches: their interval is at least a minute.
+  const byMinute = (aggregation) => aggregation === "unique" || aggregation === "last" ||
+    PERCENTILES.includes(aggregation);
   const THRESHOLD_COLOR = "#dc2626";
 
   const $ = (id) => document.getElementById(id);
@@ -23,7 +38,7 @@
 
   const state = { metrics: [], range: "1h", from: null, to: null, agg: "", query: "",
                   live: false };
-  const kinds = new Map(); // name -> "counter" | "value", from the list and the series
+  const kinds = new Map(); // name -> its kind, from the list and the series
   const list = { cursors: [null], page: 0, next: null, poll: null, seq: 0 };
   let plot = null;
   let plotSignature = "";
@@ -86,7 +101,7 @@
       state.range = "1h";
     }
     const agg = p.get("a") || "";
-    state.agg = ["sum", "count", "avg", "min", "max", "rate"].includes(agg) ? agg : "";
+    state.agg = CHOICES.includes(agg) ? agg : "";
     state.query = p.get("q") || "";
     state.live = p.get("live") === "1";
   }
@@ -195,7 +210,7 @@
       });
       const kind = document.createElement("span");
       kind.className = "kind " + m.kind;
-      kind.textContent = m.kind === "counter" ? "c" : "v";
+      kind.textContent = KIND_BADGE[m.kind] || "?";
       li.append(kind, name, add);
       ul.append(li);
     }
@@ -284,19 +299,46 @@
     return { from: to - span, to, step };
   }
 
+  // The aggregation a metric is charted with: the picked one if its kind answers it,
+  // else its default ("" = auto); null while its kind is not known yet.
+  function aggregationFor(kind) {
+    if (state.agg === "") return "";
+    if (kind === undefined) return null;
+    return (BY_KIND[kind] || BUCKET_AGGS).includes(state.agg) ? state.agg : "";
+  }
+
   async function fetchSeries(name, view) {
-    const base = { from: view.from, to: view.to, interval: view.step + "s" };
-    const url = (aggregation) => `/api/metrics/${encodeURIComponent(name)}?` +
-      query({ ...base, aggregation });
+    // A coarser step starts at its first whole bucket in the view: its buckets' starts
+    // are then among the view's own (the x axis), none before it.
+    const url = (aggregation, step) => `/api/metrics/${encodeURIComponent(name)}?` +
+      query({ from: step === view.step ? view.from : Math.ceil(view.from / step) * step,
+              to: view.to, interval: step + "s", aggregation });
+    // Sketch aggregations (percentiles, unique, last) come by the minute at the finest;
+    // so does a set's auto (unique).
+    const stepFor = (aggregation, kind) =>
+      byMinute(aggregation) || (aggregation === "" && kind === "set") ?
+        Math.max(view.step, 60) : view.step;
     // A value metric averaged gets its min-max band; its kind may not be known yet.
-    const band = (kind) => kind === "value" && (state.agg === "" || state.agg === "avg");
-    const known = kinds.get(name);
-    const wanted = [state.agg || null];
-    if (band(known)) wanted.push("min", "max");
-    const answers = await Promise.all(wanted.map((a) => api(url(a))));
+    const band = (kind, aggregation) =>
+      kind === "value" && (aggregation === "" || aggregation === "avg");
+    let kind = kinds.get(name);
+    let main = null;
+    let aggregation = aggregationFor(kind);
+    if (aggregation === null) { // learn the kind from the default series first
+      main = await api(url("", view.step));
+      kind = main.kind;
+      kinds.set(name, kind);
+      aggregation = aggregationFor(kind);
+      if (aggregation !== "" || stepFor("", kind) !== view.step) main = null;
+    }
+    const step = stepFor(aggregation, kind);
+    const wanted = main ? [] : [aggregation];
+    if (band(kind, aggregation)) wanted.push("min", "max");
+    const answers = await Promise.all(wanted.map((a) => api(url(a, step))));
+    if (main) answers.unshift(main);
     kinds.set(name, answers[0].kind);
-    if (band(answers[0].kind) && answers.length === 1) {
-      answers.push(...await Promise.all(["min", "max"].map((a) => api(url(a)))));
+    if (band(answers[0].kind, aggregation) && answers.length === 1) {
+      answers.push(...await Promise.all(["min", "max"].map((a) => api(url(a, step)))));
     }
     return { name, kind: answers[0].kind, main: answers[0], band: answers.slice(1) };
   }
@@ -340,7 +382,10 @@
       chartEl.dataset.state = "error";
       return;
     }
-    const x = results[0].main.points.map((p) => seconds(p.timestamp));
+    // Every bucket start of every series: a sketch aggregation's buckets are minutes
+    // at the finest, coarser than the others' at short ranges.
+    const x = [...new Set(results.flatMap((r) => r.main.points.map((p) => seconds(p.timestamp))))]
+      .sort((a, b) => a - b);
     const data = [x];
     const series = [{}];
     const described = [];
