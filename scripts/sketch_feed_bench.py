@@ -103,7 +103,7 @@ def trial(path: str, config_name: str, per_second: int, seconds: int) -> float:
         for datagram in data[second * step:(second + 1) * step]:
             agg.feed(datagram, 1_700_000_000 + second)
         agg.take(summaries=config.sketch_flush_interval == 0)
-    return (time.process_time() - start) / (seconds * step * per_packet) * 1e9
+    return float((time.process_time() - start) / (seconds * step * per_packet) * 1e9)
 
 
 def main() -> int:
