@@ -464,21 +464,12 @@ class Aggregator:
             else:
                 self.stats.drop(Reason.BAD_KEY, 1, sample.name)
 
-    def take(self, *, summaries: bool = True) -> Taken:
-        """Hand the current buckets (and, with ``summaries``, the metric-minute
-        summaries) to the flusher and start empty. The gauges' current values stay (a
-        delta after a flush applies to them).
-
-        Summaries kept (``summaries=False``) go on taking samples: a new sketch per
-        flush costs more than its samples do (an allocation that grows with the
-        sample's range; see Flusher.cut), so the flusher hands them over less often."""
+    def take(self) -> Taken:
+        """Hand the current buckets and summaries to the flusher and start empty.
+        The gauges' current values stay (a delta after a flush applies to them)."""
         buckets, self.buckets = self.buckets, {}
-        if summaries:
-            sketches, self.sketches = self.sketches, {}
-            self._pending = 0
-        else:
-            sketches = {}
-            self._pending = sum(map(len, self.sketches.values()))
+        sketches, self.sketches = self.sketches, {}
+        self._pending = 0
         self._note_active(buckets)
         return Taken(buckets, sketches)
 

@@ -85,11 +85,6 @@ class CollectorConfig:
     sketches: bool = field(default=True, metadata=cli(
         "--sketches/--no-sketches",
         "Keep a quantile sketch per value metric-minute (percentiles, histograms)."))
-    sketch_flush_interval: float = field(default=10.0, metadata=cli(
-        "--sketch-flush-interval",
-        "Seconds between writes of the metric-minute summaries (sketches, sets, gauge "
-        "lasts; at once when the traffic stops, and at shutdown); a crash loses up to "
-        "this much of them. 0: with every flush.", min=0))
     sketch_alpha: float = field(default=1.0, metadata=cli(
         "--sketch-alpha",
         "Relative error of the quantile sketches, in percent: 0.01 to 10, in whole basis "

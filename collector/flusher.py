@@ -1,11 +1,8 @@
 """Cuts the aggregator's buckets into batches for the durable writer, every interval.
 
 A batch carries the per-second points and, beside them, one SketchRow per
-metric-minute: that minute's summary since it was last handed over
-(store.base.SketchRow), which the store merges into what it holds. Summaries are handed
-over every ``sketch_flush_interval`` seconds rather than every flush (a fresh sketch per
-metric-minute per second was most of the sketches' cost: Flusher.cut), and at once when
-no sample arrived since the last cut, and at shutdown.
+metric-minute: that minute's summary since the last cut (store.base.SketchRow), which
+the store merges into what it holds.
 
 The ticker runs whatever the database does; everything after the cut (writing, retries,
 the spool, the quarantine) is ``store.durable.DurableWriter``'s. While the writer holds
@@ -81,7 +78,6 @@ class Flusher:
         self.config = config
         self.stats = stats
         self.writer = writer
-        self._summaries_due = time.monotonic() + config.sketch_flush_interval
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Cut a batch every interval until ``stopping``; ``cut(force=True)`` then
@@ -112,17 +108,7 @@ class Flusher:
         if not force and self.writer.pending_rows >= self.config.max_pending_rows:
             self.stats.backpressure_skips += 1
             return
-        # Summaries every sketch_flush_interval: each hand-over starts new sketches,
-        # and making one (its bins' array grows with the range of its samples: ~3.5 us
-        # for 25 timer values spread over 0..1000 ms) costs as much as ~40 adds to it;
-        # at 10,000 timers and a hand-over per second that was over half the cost of
-        # the sketches. At once when nothing new came since the last cut (the traffic
-        # stopped: nothing is held back for long), and at shutdown (force).
-        now = time.monotonic()
-        due = force or now >= self._summaries_due or not self.aggregator.buckets
-        if due:
-            self._summaries_due = now + self.config.sketch_flush_interval
-        buckets, sketches = self.aggregator.take(summaries=due)
+        buckets, sketches = self.aggregator.take()
         rows = sum(map(len, buckets.values()))  # one table per second: a short sum
         summaries = sum(map(len, sketches.values()))  # one per minute: shorter
         if not rows and not summaries:

@@ -14,9 +14,9 @@ Traffic (generated once, fixed seed; packed 1,400-byte datagrams, as scripts/ben
 
 A trial runs in a fresh process pinned to core 0 (taskset): an Aggregator that knows
 every name, then SECONDS simulated seconds of PER_SECOND lines (a take() after each,
-as the flusher does; summaries kept for --sketch-flush-interval, handed over with
-every take() for "sketches-1s"); process CPU time. Configurations alternate, each
-round in a new process; the best of the rounds counts (the machine is shared).
+as the flusher does every --flush-interval); process CPU time. Configurations
+alternate, each round in a new process; the best of the rounds counts (the machine is
+shared).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ TAGS = ["env:prod", "host:web-01", "region:eu-west-1", "service:api", "version:1
 CONFIGS = {
     "no-sketches": {"sketches": False},
     "sketches": {},
-    "sketches-1s": {"sketch_flush_interval": 0.0},
 }
 
 
@@ -102,7 +101,7 @@ def trial(path: str, config_name: str, per_second: int, seconds: int) -> float:
     for second in range(seconds):
         for datagram in data[second * step:(second + 1) * step]:
             agg.feed(datagram, 1_700_000_000 + second)
-        agg.take(summaries=config.sketch_flush_interval == 0)
+        agg.take()
     return float((time.process_time() - start) / (seconds * step * per_packet) * 1e9)
 
 

@@ -25,7 +25,6 @@ from protocol.names import Kind
 from protocol.sketch import PySketch
 from protocol.summary import decode_last
 from store import Store
-from store.base import SketchRow
 from store.durable import DurableWriter
 
 MINUTE = 1_700_000_040  # a multiple of 60
@@ -285,25 +284,6 @@ def test_without_the_capsule_value_names_take_the_python_loop(
         ("t", MINUTE): ("value", reference(*[(1.5, 1.0), (2.0, 2.0)] * 2))}
 
 
-def test_take_can_keep_the_summaries(implementation: str) -> None:
-    """take(summaries=False): the buckets go, the summaries stay (and keep their
-    slots of the cap) and go on taking samples; the next full take hands them over."""
-    agg = Aggregator(CollectorConfig(), CollectorStats())
-    agg.feed(b"t:1|ms\ng:5|g\ns:a|s\nc:1|c", NOW)
-    taken = agg.take(summaries=False)
-    assert set(taken.buckets[NOW]) == {"t", "g", "s", "c"} and taken.sketches == {}
-    assert agg.pending_buckets == 3
-    for _ in range(2):
-        agg.feed(b"t:2|ms|@0.5\ng:+1|g\ns:b|s", NOW + 1)
-    assert agg.pending_buckets == 3 + 3
-    taken = agg.take()
-    assert rows(taken.sketches)[("t", MINUTE)] == (
-        "value", reference((1.0, 1.0), (2.0, 2.0), (2.0, 2.0)))
-    assert decode_last(rows(taken.sketches)[("g", MINUTE)][1]) == 7.0
-    assert round(hll.estimate(rows(taken.sketches)[("s", MINUTE)][1])) == 2
-    assert agg.pending_buckets == 0
-
-
 # -- the flusher: SketchRows beside the points ------------------------------------
 
 
@@ -311,9 +291,8 @@ async def test_the_flusher_writes_points_and_sketch_rows(
     implementation: str, store: Store
 ) -> None:
     """Through the real durable writer into the store (SQLite and MariaDB), and read
-    back: the minute's sketch, distinct count and last value. The summaries wait for
-    --sketch-flush-interval while samples come, and go at shutdown (force)."""
-    config = CollectorConfig(sketch_flush_interval=3600)
+    back: the minute's sketch, distinct count and last value."""
+    config = CollectorConfig()
     stats = CollectorStats()
     agg = Aggregator(config, stats)
     writer = DurableWriter(store.write_batch, "test-flusher", stats=stats)
@@ -323,10 +302,8 @@ async def test_the_flusher_writes_points_and_sketch_rows(
     minute = now - 30
     agg.feed(b"t:12.5|ms|@0.5\nc:1|c\ng:5|g\ng:-2|g\ns:alice|s\ns:bob|s\ns:alice|s", now)
     await flusher.cut()
-    assert agg.sketches and agg.pending_buckets == 3  # held: samples keep coming
     agg.feed(b"t:7|ms\ng:+4|g\ns:carol|s", now)
-    await flusher.cut(force=True)
-    assert agg.sketches == {} and agg.pending_buckets == 0
+    await flusher.cut()
     await writer.close(10)
     assert stats.rows_lost == 0
 
@@ -346,33 +323,3 @@ async def test_the_flusher_writes_points_and_sketch_rows(
     assert info is not None
     (point,) = await store.read_buckets(info.id, now, now + 1, 1)
     assert (point.cnt, point.sum, point.mn, point.mx) == (3.0, 15.0, 3.0, 7.0)
-
-
-class Recorder:
-    """The durable writer's producer side, recorded: what the flusher submits."""
-
-    pending_rows = 0
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[list[object], list[SketchRow]]] = []
-
-    def submit(self, points: list[object], sketches: list[SketchRow]) -> None:
-        self.batches.append((points, list(sketches)))
-
-
-@pytest.mark.parametrize("interval", [0.0, 3600.0])
-async def test_summaries_go_when_due_or_when_the_traffic_stops(interval: float) -> None:
-    config = CollectorConfig(sketch_flush_interval=interval)
-    stats = CollectorStats()
-    agg = Aggregator(config, stats)
-    recorder = Recorder()
-    flusher = Flusher(agg, config, stats, recorder)  # type: ignore[arg-type]
-    agg.feed(b"t:1|ms", NOW)
-    await flusher.cut()
-    agg.feed(b"t:2|ms", NOW + 1)
-    await flusher.cut()
-    await flusher.cut()  # nothing new since the last cut: whatever is held goes
-    await flusher.cut()  # and then there is nothing at all: no batch
-    summaries = [len(sketch_rows) for _points, sketch_rows in recorder.batches]
-    assert summaries == ([1, 1] if interval == 0 else [0, 0, 1])
-    assert sum(len(points) for points, _rows in recorder.batches) == 2
