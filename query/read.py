@@ -98,19 +98,27 @@ async def list_metrics(request: web.Request) -> web.Response:
     })
 
 
-async def get_series(request: web.Request) -> web.Response:
+def _name_and_range(request: web.Request, params: frozenset[str]) -> tuple[str, int, int]:
+    """The metric name and the [from, to) of a read, checked (``params``: the query
+    parameters the route takes)."""
     name = request.match_info["name"]
     problem = name_error(name)
     if problem is not None:
         raise invalid("name", problem)
     query = request.query
-    _only(query, _SERIES_PARAMS)
+    _only(query, params)
     now = request.app[WALL_CLOCK]()
     end = min(math.ceil(_time(query, "to")) if "to" in query else math.floor(now) + 1,
               LAST_FORMATTABLE)
     start = math.floor(_time(query, "from")) if "from" in query else end - DEFAULT_RANGE
     if start >= end:
         raise invalid("from", "must be before 'to'")
+    return name, start, end
+
+
+async def get_series(request: web.Request) -> web.Response:
+    name, start, end = _name_and_range(request, _SERIES_PARAMS)
+    query = request.query
     interval_text = query.get("interval", DEFAULT_INTERVAL)
     try:
         interval = parse_interval(interval_text)
@@ -225,18 +233,8 @@ async def get_histogram(request: web.Request) -> web.Response:
     """Counts of a value metric's samples at most each bound over the whole range, read
     from the merged sketch of its minutes (within alpha: a sample within alpha of a
     bound may count on either side)."""
-    name = request.match_info["name"]
-    problem = name_error(name)
-    if problem is not None:
-        raise invalid("name", problem)
+    name, start, end = _name_and_range(request, _HISTOGRAM_PARAMS)
     query = request.query
-    _only(query, _HISTOGRAM_PARAMS)
-    now = request.app[WALL_CLOCK]()
-    end = min(math.ceil(_time(query, "to")) if "to" in query else math.floor(now) + 1,
-              LAST_FORMATTABLE)
-    start = math.floor(_time(query, "from")) if "from" in query else end - DEFAULT_RANGE
-    if start >= end:
-        raise invalid("from", "must be before 'to'")
     if "buckets" not in query:
         raise invalid("buckets", "is required: ascending bounds, e.g. 10,50,100,500")
     bounds = parse_bounds(query["buckets"])
