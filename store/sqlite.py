@@ -223,28 +223,28 @@ class SQLiteStore:
             ids = self._metric_ids
             conflicts: dict[str, Kind] = {}
             rows: list[tuple[int, int, float, float, float, float]] = []
-            for name, kind, ts, cnt, total, mn, mx in batch.points:
+
+            def metric_id(name: str, kind: Kind) -> int | None:
+                """The id of ``name``, created if new; None for a kind conflict."""
                 known = ids.get(name) or created.get(name)
                 if known is None:
                     known = self._find_or_create_metric(conn, name, kind, now)
                     created[name] = known
                 if known[1] != kind:
                     conflicts[name] = known[1]
-                    continue
-                rows.append((known[0], ts, cnt, total, mn, mx))
+                    return None
+                return known[0]
+
+            for name, kind, ts, cnt, total, mn, mx in batch.points:
+                if (found := metric_id(name, kind)) is not None:
+                    rows.append((found, ts, cnt, total, mn, mx))
             sketches: list[IdSketch] = []
             for name, kind, ts, data in batch.sketches:
                 if kind not in SUMMARY_KINDS:
                     raise StoreError(f"sqlite: a sketch of {name} at {ts}: a {kind} has no "
                                      "summary")
-                known = ids.get(name) or created.get(name)
-                if known is None:
-                    known = self._find_or_create_metric(conn, name, kind, now)
-                    created[name] = known
-                if known[1] != kind:
-                    conflicts[name] = known[1]
-                    continue
-                sketches.append((known[0], ts, kind, data))
+                if (found := metric_id(name, kind)) is not None:
+                    sketches.append((found, ts, kind, data))
             rows.sort()  # one lock order for every writer (matters on MySQL; cheap here)
             conn.executemany(_UPSERT, rows)
             level = rows
