@@ -416,6 +416,35 @@ static inline long long minute_of(long long ts) {
  * (buckets.is_finite_bucket), then the cap, which counts a new bucket and a new sketch
  * as one slot each. Nothing is changed unless everything is. Returns 1 if added, 0 if
  * Python must handle it (overflow, the cap, an unexpected object), -1 on error. */
+/* Store a sample's merge into an existing bucket whose four fields the caller checked
+ * are floats: the new count and sum it computed (finite), and ``value`` as the new min
+ * or max where it is one (buckets.merge). 0, or -1 on error (the bucket is then left
+ * with at most its count and sum updated, never a NULL slot). */
+static int update_bucket(PyObject *bucket, double new_cnt, double new_sum, double value) {
+    PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
+    PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
+    PyObject *cnt_obj = PyFloat_FromDouble(new_cnt);
+    if (!cnt_obj) return -1;
+    PyObject *sum_obj = PyFloat_FromDouble(new_sum);
+    if (!sum_obj) {
+        Py_DECREF(cnt_obj);
+        return -1;
+    }
+    PyList_SET_ITEM(bucket, 0, cnt_obj);
+    Py_DECREF(cnt);
+    PyList_SET_ITEM(bucket, 1, sum_obj);
+    Py_DECREF(sum);
+    /* min <= max holds in a bucket, so a value is at most one of the two */
+    int slot = value < PyFloat_AS_DOUBLE(mn) ? 2 : value > PyFloat_AS_DOUBLE(mx) ? 3 : -1;
+    if (slot < 0) return 0;
+    PyObject *v = PyFloat_FromDouble(value);
+    if (!v) return -1;
+    PyObject *old = PyList_GET_ITEM(bucket, slot);
+    PyList_SET_ITEM(bucket, slot, v);
+    Py_DECREF(old);
+    return 0;
+}
+
 static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double value,
                       double rate, Py_ssize_t *created, Py_ssize_t capacity,
                       PyObject *sketch_table, int alpha_bp) {
@@ -496,31 +525,7 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
         (*created)++;
         return 1;
     }
-    PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
-    PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
-    PyObject *cnt_obj = PyFloat_FromDouble(new_cnt);
-    if (!cnt_obj) return -1;
-    PyObject *sum_obj = PyFloat_FromDouble(new_sum);
-    if (!sum_obj) {
-        Py_DECREF(cnt_obj);
-        return -1;
-    }
-    PyList_SET_ITEM(bucket, 0, cnt_obj);
-    Py_DECREF(cnt);
-    PyList_SET_ITEM(bucket, 1, sum_obj);
-    Py_DECREF(sum);
-    if (value < PyFloat_AS_DOUBLE(mn)) {
-        PyObject *v = PyFloat_FromDouble(value);
-        if (!v) return -1;
-        PyList_SET_ITEM(bucket, 2, v);
-        Py_DECREF(mn);
-    } else if (value > PyFloat_AS_DOUBLE(mx)) {
-        PyObject *v = PyFloat_FromDouble(value);
-        if (!v) return -1;
-        PyList_SET_ITEM(bucket, 3, v);
-        Py_DECREF(mx);
-    }
-    return 1;
+    return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
 }
 
 /* One gauge line of a known gauge: Aggregator.add's gauge rules. The gauge's new
@@ -592,31 +597,9 @@ static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyO
         (*created)++;
         return 1;
     }
-    PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
-    PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
-    PyObject *cnt_obj = PyFloat_FromDouble(PyFloat_AS_DOUBLE(cnt) + 1.0);
-    PyObject *sum_obj = cnt_obj ? PyFloat_FromDouble(new_sum) : NULL;
-    if (!sum_obj) {
-        Py_XDECREF(cnt_obj);
-        Py_DECREF(v);
-        return -1;
-    }
-    PyList_SET_ITEM(bucket, 0, cnt_obj);
-    Py_DECREF(cnt);
-    PyList_SET_ITEM(bucket, 1, sum_obj);
-    Py_DECREF(sum);
-    if (value < PyFloat_AS_DOUBLE(mn)) { /* buckets.merge: both may change (one sample) */
-        Py_INCREF(v);
-        PyList_SET_ITEM(bucket, 2, v);
-        Py_DECREF(mn);
-    }
-    if (value > PyFloat_AS_DOUBLE(mx)) {
-        Py_INCREF(v);
-        PyList_SET_ITEM(bucket, 3, v);
-        Py_DECREF(mx);
-    }
     Py_DECREF(v);
-    return 1;
+    double new_cnt = PyFloat_AS_DOUBLE(PyList_GET_ITEM(bucket, 0)) + 1.0;
+    return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
 }
 
 static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
