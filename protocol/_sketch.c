@@ -6,6 +6,16 @@
  * is the store: a dense array of weights per sign (offset + capacity) instead of a dict,
  * so add is O(1): a key's weight sits at w[key - base].
  *
+ * A store starts as a log: its first samples as (key, weight) entries in the order they
+ * came, up to LOG_MAX of them, each added by an append; it becomes dense (the log
+ * replayed into the array, in order) when the log is full or a sample would collapse
+ * bins. The collector makes a sketch per metric and flush (one second by default) that
+ * takes tens of samples: for them a dense array would be kilobytes of slots to
+ * allocate and fill, thousands of times a second, and a table of keys one more cache
+ * miss per sample (scripts/sketch_feed_bench.py). A log is read through a snapshot:
+ * its entries sorted by key (a stable sort) and each key's weights summed in arrival
+ * order from 0.0, which are the dense store's sums, bit for bit.
+ *
  * Store invariants (those of the reference's _Store): the present keys lie in
  * [hi - MAX_BINS + 1, hi], hi the highest one; lo is the lowest one; n counts them. An
  * absent key's slot holds ABSENT (-1.0): a present weight is >= 0 (bytes may carry a
@@ -166,18 +176,39 @@ static double fsum_result(Fsum *s) {
 /* ------------------------------------------------------------- the store */
 
 typedef struct {
-    double *w;    /* w[i]: the weight of key base + i, or ABSENT */
+    int64_t key;
+    double w;
+} Bin;
+
+#define LOG_MAX 128 /* slots: 64 to 128 samples */
+
+/* A log slot: a sample's key and its weight as a float where that is exact (1, 10,
+ * 1/0.5: the common weights); otherwise the weight is NaN (no weight is) and the next
+ * slot holds the double's bits. Keys fit in 32 bits: every key a store holds lies
+ * within key_range of alpha >= 1 bp (about -1.1e5 .. 3.6e6), or one window below. */
+typedef struct {
+    int32_t key;
+    float w;
+} LogSlot;
+_Static_assert(sizeof(LogSlot) == sizeof(double), "a weight's bits fill one slot");
+
+typedef struct {
+    double *w;    /* dense: w[i] is the weight of key base + i, or ABSENT; a log: NULL */
     int64_t base;
     Py_ssize_t cap;
     int64_t lo, hi; /* the lowest and highest present key (when n > 0) */
-    Py_ssize_t n;
+    Py_ssize_t n;      /* dense: the present keys; a log: its slots (>= its keys) */
+    LogSlot *sp;       /* a log: n slots used (room for spcap), in arrival order */
+    Py_ssize_t spcap;
 } Store;
 
 static void store_clear(Store *s) {
     PyMem_Free(s->w);
+    PyMem_Free(s->sp);
     s->w = NULL;
+    s->sp = NULL;
     s->base = s->lo = s->hi = 0;
-    s->cap = s->n = 0;
+    s->cap = s->n = s->spcap = 0;
 }
 
 /* Make keys a..b addressable (b - a < MAX_BINS; every present key lies in a..b). */
@@ -226,7 +257,7 @@ static inline void store_put(Store *s, int64_t key, double weight) {
 
 /* _Store.add of the reference: keys within (hi - MAX_BINS, hi]; a new highest key
  * collapses the keys below its window into the window's lowest key. */
-static int store_add(Store *s, int64_t key, double weight) {
+static int dense_add(Store *s, int64_t key, double weight) {
     if (s->n == 0) {
         if (store_fit(s, key, key) < 0) return -1;
         s->lo = s->hi = key;
@@ -272,10 +303,84 @@ static int store_add(Store *s, int64_t key, double weight) {
     return 0;
 }
 
+/* The log's samples as (key, weight), in arrival order, into out (room for s->n). */
+static Py_ssize_t log_samples(const Store *s, Bin *out) {
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < s->n; i++, m++) {
+        out[m].key = s->sp[i].key;
+        if (isnan(s->sp[i].w)) {
+            memcpy(&out[m].w, &s->sp[++i], sizeof(double));
+        } else {
+            out[m].w = (double)s->sp[i].w;
+        }
+    }
+    return m;
+}
+
+/* A log made dense: the window lo..hi, then its samples added in arrival order. */
+static int store_densify(Store *s) {
+    Bin samples[LOG_MAX];
+    Py_ssize_t m = log_samples(s, samples);
+    if (m && store_fit(s, s->lo, s->hi) < 0) return -1;
+    s->n = 0;
+    for (Py_ssize_t i = 0; i < m; i++) store_put(s, samples[i].key, samples[i].w);
+    PyMem_Free(s->sp);
+    s->sp = NULL;
+    s->spcap = 0;
+    return 0;
+}
+
+/* dense_add's rules on a log. A collapse, or a full log, makes the store dense first
+ * and leaves the add to dense_add; a key below the window is moved to the window's
+ * lowest key here, as dense_add does, so an entry's key is the bin it goes to. */
+static int log_add(Store *s, int64_t key, double weight) {
+    if (s->n) {
+        if (key > s->hi) {
+            if (s->lo < key - MAX_BINS + 1) /* the keys below key's window collapse */
+                return store_densify(s) < 0 ? -1 : dense_add(s, key, weight);
+        } else if (key <= s->hi - MAX_BINS) {
+            key = s->hi - MAX_BINS + 1;
+        }
+    }
+    float narrow = weight <= FLT_MAX ? (float)weight : NAN; /* (a cast beyond it is UB) */
+    Py_ssize_t slots = (double)narrow == weight ? 1 : 2;
+    if (s->n + slots > LOG_MAX) return store_densify(s) < 0 ? -1 : dense_add(s, key, weight);
+    if (s->n + slots > s->spcap) {
+        Py_ssize_t cap = s->spcap ? 2 * s->spcap : 16;
+        LogSlot *sp = PyMem_Realloc(s->sp, (size_t)cap * sizeof(LogSlot));
+        if (!sp) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->sp = sp;
+        s->spcap = cap;
+    }
+    int first = s->n == 0;
+    if (slots == 1) {
+        s->sp[s->n++] = (LogSlot){(int32_t)key, narrow};
+    } else {
+        s->sp[s->n++] = (LogSlot){(int32_t)key, NAN};
+        memcpy(&s->sp[s->n++], &weight, sizeof(double));
+    }
+    if (first || key > s->hi) s->hi = key;
+    if (first || key < s->lo) s->lo = key;
+    return 0;
+}
+
+static int store_add(Store *s, int64_t key, double weight) {
+    return s->w ? dense_add(s, key, weight) : log_add(s, key, weight);
+}
+
+static Py_ssize_t store_snapshot(const Store *s, Bin *out);
+
 static double store_sum(const Store *s) {
     Fsum f;
     fsum_init(&f);
-    if (s->n)
+    if (!s->w) { /* the bins' weights, each a sum of its entries (not the entries) */
+        Bin bins[LOG_MAX];
+        Py_ssize_t n = store_snapshot(s, bins);
+        for (Py_ssize_t i = 0; i < n; i++) fsum_add(&f, bins[i].w);
+    } else if (s->n)
         for (int64_t k = s->lo; k <= s->hi; k++) {
             double w = s->w[k - s->base];
             if (PRESENT(w)) fsum_add(&f, w);
@@ -294,11 +399,6 @@ typedef struct {
 } SketchObject;
 
 static PyTypeObject SketchType;
-
-typedef struct {
-    int64_t key;
-    double w;
-} Bin;
 
 /* Decoded bytes, or a snapshot of a sketch: bins[0..npos) positive, then nneg negative,
  * each in ascending key order. */
@@ -349,9 +449,28 @@ static int sketch_add_bins(SketchObject *self, const Bins *b) {
     return err;
 }
 
+/* The present bins in ascending key order into out (room for s->n); their count. */
 static Py_ssize_t store_snapshot(const Store *s, Bin *out) {
     Py_ssize_t n = 0;
-    if (s->n)
+    if (!s->w) {
+        /* a stable insertion sort of the log (at most LOG_MAX entries), then each key's
+         * weights summed in arrival order from 0.0: store_put's sums */
+        Py_ssize_t m = log_samples(s, out);
+        for (Py_ssize_t i = 1; i < m; i++) {
+            Bin b = out[i];
+            Py_ssize_t j = i;
+            for (; j > 0 && out[j - 1].key > b.key; j--) out[j] = out[j - 1];
+            out[j] = b;
+        }
+        for (Py_ssize_t i = 0; i < m; i++) {
+            if (n && out[n - 1].key == out[i].key) {
+                out[n - 1].w += out[i].w;
+            } else {
+                out[n] = (Bin){out[i].key, 0.0 + out[i].w};
+                n++;
+            }
+        }
+    } else if (s->n)
         for (int64_t k = s->lo; k <= s->hi; k++) {
             double w = s->w[k - s->base];
             if (PRESENT(w)) {
@@ -523,18 +642,29 @@ static inline void put_weight(Writer *wr, double w) {
     for (int i = 0; i < 8; i++) *wr->p++ = (uint8_t)(bits >> (8 * i));
 }
 
+static inline void put_bin(Writer *wr, int64_t key, double w, int64_t *previous) {
+    int64_t delta = key - *previous;
+    put_varint(wr, ((uint64_t)delta << 1) ^ (uint64_t)(delta >> 63));
+    put_weight(wr, w);
+    *previous = key;
+}
+
 static void put_store(Writer *wr, const Store *s) {
-    put_varint(wr, (uint64_t)s->n);
     int64_t previous = 0;
-    if (s->n)
+    if (!s->w) {
+        Bin bins[LOG_MAX];
+        Py_ssize_t n = store_snapshot(s, bins);
+        put_varint(wr, (uint64_t)n);
+        for (Py_ssize_t i = 0; i < n; i++) put_bin(wr, bins[i].key, bins[i].w, &previous);
+        return;
+    }
+    put_varint(wr, (uint64_t)s->n);
+    if (s->n) {
         for (int64_t k = s->lo; k <= s->hi; k++) {
             double w = s->w[k - s->base];
-            if (!PRESENT(w)) continue;
-            int64_t delta = k - previous;
-            put_varint(wr, ((uint64_t)delta << 1) ^ (uint64_t)(delta >> 63));
-            put_weight(wr, w);
-            previous = k;
+            if (PRESENT(w)) put_bin(wr, k, w, &previous);
         }
+    }
 }
 
 static PyObject *Sketch_to_bytes(SketchObject *self, PyObject *Py_UNUSED(ignored)) {
@@ -682,17 +812,27 @@ static Py_ssize_t ordered(SketchObject *self, Point **out) {
         return -1;
     }
     const Store *neg = &self->neg, *pos = &self->pos;
-    if (neg->n)
+    Bin bins[LOG_MAX];
+    if (!neg->w) {
+        for (Py_ssize_t i = store_snapshot(neg, bins) - 1; i >= 0; i--)
+            pts[n++] = (Point){-bin_value(bins[i].key, self->ln_g), bins[i].w};
+    } else if (neg->n) {
         for (int64_t k = neg->hi; k >= neg->lo; k--) {
             double w = neg->w[k - neg->base];
             if (PRESENT(w)) pts[n++] = (Point){-bin_value(k, self->ln_g), w};
         }
+    }
     if (self->zero != 0.0) pts[n++] = (Point){0.0, self->zero};
-    if (pos->n)
+    if (!pos->w) {
+        Py_ssize_t count = store_snapshot(pos, bins);
+        for (Py_ssize_t i = 0; i < count; i++)
+            pts[n++] = (Point){bin_value(bins[i].key, self->ln_g), bins[i].w};
+    } else if (pos->n) {
         for (int64_t k = pos->lo; k <= pos->hi; k++) {
             double w = pos->w[k - pos->base];
             if (PRESENT(w)) pts[n++] = (Point){bin_value(k, self->ln_g), w};
         }
+    }
     *out = pts;
     return n;
 }
@@ -829,11 +969,17 @@ static int Sketch_bool(SketchObject *self) {
     return self->zero != 0.0 || self->pos.n > 0 || self->neg.n > 0;
 }
 
+/* The store's bins (a log's n counts its entries, some of which may share a key). */
+static Py_ssize_t store_bins(const Store *s) {
+    Bin bins[LOG_MAX];
+    return s->w ? s->n : store_snapshot(s, bins);
+}
+
 static PyObject *Sketch_repr(SketchObject *self) {
     PyObject *count = Sketch_get_count(self, NULL);
     if (!count) return NULL;
     PyObject *out = PyUnicode_FromFormat("<Sketch alpha_bp=%d count=%R bins=%zd>", self->alpha_bp,
-                                         count, self->pos.n + self->neg.n);
+                                         count, store_bins(&self->pos) + store_bins(&self->neg));
     Py_DECREF(count);
     return out;
 }
@@ -907,7 +1053,73 @@ static int capi_add(PyObject *sketch, double value, double weight) {
     return err;
 }
 
-static GfSketchCAPI capi = {&SketchType, capi_new_sketch, capi_add};
+/* The store and key a sample goes to (NULL: the zero count). */
+static Store *sample_store(SketchObject *self, double value, int64_t *key) {
+    if (value >= MIN_INDEXABLE) {
+        *key = bin_key(value, self->ln_g);
+        return &self->pos;
+    }
+    if (value <= -MIN_INDEXABLE) {
+        *key = bin_key(-value, self->ln_g);
+        return &self->neg;
+    }
+    return NULL;
+}
+
+#define ADD_MANY_CHUNK 64
+
+/* n capi_add calls, in order. Each chunk is gone through twice: first every sample is
+ * checked and its key found, with a prefetch of its weight's slot where the store
+ * already addresses the key (the common case: a key outside the window moves the array
+ * anyway); then the adds, in the samples' order, by store_add, so the weights are
+ * those of capi_add. A sample that fails the checks ends the chunk's first pass: the
+ * samples before it are added, then capi_add on it sets the error. */
+static int capi_add_many(const GfSketchSample *samples, Py_ssize_t n) {
+    int64_t keys[ADD_MANY_CHUNK];
+    Store *stores[ADD_MANY_CHUNK];
+    for (Py_ssize_t start = 0; start < n; start += ADD_MANY_CHUNK) {
+        Py_ssize_t end = n - start < ADD_MANY_CHUNK ? n : start + ADD_MANY_CHUNK, i;
+        for (i = start; i < end; i++) { /* the sketches, whose stores say where bins are */
+            __builtin_prefetch(samples[i].sketch, 1);
+            __builtin_prefetch((char *)samples[i].sketch + 64, 1);
+        }
+        for (i = start; i < end; i++) {
+            const GfSketchSample *s = &samples[i];
+            if (!PyObject_TypeCheck(s->sketch, &SketchType) || !isfinite(s->value) ||
+                !(s->weight > 0.0 && s->weight <= MAX_WEIGHT))
+                break;
+            SketchObject *self = (SketchObject *)s->sketch;
+            Store *store = NULL;
+            int64_t key = 0;
+            if (s->value >= MIN_INDEXABLE) {
+                store = &self->pos;
+                key = bin_key(s->value, self->ln_g);
+            } else if (s->value <= -MIN_INDEXABLE) {
+                store = &self->neg;
+                key = bin_key(-s->value, self->ln_g);
+            }
+            if (store && store->w && key >= store->base && key < store->base + store->cap)
+                __builtin_prefetch(&store->w[key - store->base], 1);
+            else if (store && store->n < store->spcap)
+                __builtin_prefetch(&store->sp[store->n], 1); /* where the entry goes */
+            stores[i - start] = store;
+            keys[i - start] = key;
+        }
+        Py_ssize_t checked = i;
+        for (i = start; i < checked; i++) {
+            Store *store = stores[i - start];
+            if (!store)
+                ((SketchObject *)samples[i].sketch)->zero += samples[i].weight;
+            else if (store_add(store, keys[i - start], samples[i].weight) < 0)
+                return -1;
+        }
+        if (checked < end) return capi_add(samples[checked].sketch, samples[checked].value,
+                                           samples[checked].weight);
+    }
+    return 0;
+}
+
+static GfSketchCAPI capi = {&SketchType, capi_new_sketch, capi_add, capi_add_many};
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "protocol._sketch", "DDSketch in C (protocol/sketch.py).", -1, NULL,

@@ -165,6 +165,30 @@ def test_c_equals_python_on_a_window_that_slides() -> None:
         assert len(c.to_bytes()) < 2 * MAX_BINS * 12
 
 
+@needs_c
+@pytest.mark.parametrize("distinct", [1, 42, 43, 64, 128, 129, 5000])
+def test_c_equals_python_across_the_log_limit(distinct: int) -> None:
+    """The C store keeps its first 128 samples as a log, then turns dense: the same
+    bytes and answers at either side (each of three rounds adds every key once), with
+    keys repeated, out of order, and a collapse (a key 2048 bins above the lowest)
+    that comes while the store is still a log."""
+    rng = random.Random(distinct)
+    ln_g = ln_gamma(100)
+    keys = [rng.randrange(-600, 600) for _ in range(distinct)]
+    c, p = CSketch(100), PySketch(100)
+    for _ in range(3):
+        for key in keys:
+            v = math.exp(key * ln_g) * 0.999 * rng.choice([1, -1])
+            w = rng.choice([1.0, 1 / 0.3, 10.0])
+            c.add(v, w)
+            p.add(v, w)
+        _same(c, p)
+    for v in (math.exp((max(keys) + MAX_BINS) * ln_g), 1e-9, 1e300, -1e300):
+        c.add(v)
+        p.add(v)
+        _same(c, p)
+
+
 # ------------------------------------------------------------------- API basics
 
 
@@ -630,7 +654,12 @@ def test_capsule_api() -> None:
             ("new_sketch", ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_int)),
             ("add", ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_double,
                                       ctypes.c_double)),
+            ("add_many", ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_ssize_t)),
         ]
+
+    class Sample(ctypes.Structure):
+        _fields_ = [("sketch", ctypes.py_object), ("value", ctypes.c_double),
+                    ("weight", ctypes.c_double)]
 
     api = CAPI.from_address(address)
     assert api.type == id(CSketch)
@@ -650,6 +679,30 @@ def test_capsule_api() -> None:
     with pytest.raises(SketchError):
         api.new_sketch(0)
     assert s.to_bytes() == p.to_bytes()
+
+    # add_many: n adds in order, over chunks of 64, into several sketches
+    rng = random.Random(3)
+    sketches = [api.new_sketch(100) for _ in range(3)]
+    references = [PySketch(100) for _ in range(3)]
+    items = [(rng.randrange(3), rng.lognormvariate(0, 4) * rng.choice([1, -1, 0]),
+              rng.choice([1.0, 10.0, 1 / 0.3])) for _ in range(1000)]
+    batch = (Sample * len(items))(*[(sketches[i], v, w) for i, v, w in items])
+    assert api.add_many(ctypes.addressof(batch), len(items)) == 0
+    for i, v, w in items:
+        references[i].add(v, w)
+    for mine, reference in zip(sketches, references):
+        assert mine.to_bytes() == reference.to_bytes()
+    # a bad sample stops the batch there: those before it are added
+    good = api.new_sketch(100)
+    batch = (Sample * 4)((good, 1.0, 1.0), (good, 2.0, 1.0), (good, math.inf, 1.0),
+                         (good, 3.0, 1.0))
+    with pytest.raises(SketchError):
+        api.add_many(ctypes.addressof(batch), 4)
+    assert good.count == 2.0
+    batch = (Sample * 2)((good, 5.0, 1.0), (p, 1.0, 1.0))
+    with pytest.raises(TypeError):
+        api.add_many(ctypes.addressof(batch), 2)
+    assert good.count == 3.0
 
 
 def test_reference_module_constants() -> None:
