@@ -411,6 +411,34 @@ static inline long long minute_of(long long ts) {
     return ts - (r < 0 ? r + 60 : r);
 }
 
+/* The sketch samples of one feed() call, added in order by the capsule's add_many
+ * when PENDING_MAX are queued and before feed() returns: a batch lets the sketch
+ * prefetch every sample's bin first, so their cache misses overlap (with thousands of
+ * live sketches each sample's bin is one; docs/performance.md). Nothing reads a sketch
+ * inside feed(), so adding later in the call changes no result. A queued sketch is
+ * borrowed: its minute's table holds it for the whole call (feed only adds to the
+ * tables, and drops a table only when it is empty; no Python code runs in between).
+ * Not touching the sketch when a line is parsed is the point: a line costs no cache
+ * miss on it until add_many, which overlaps them. */
+#define PENDING_MAX 64
+
+typedef struct {
+    GfSketchSample items[PENDING_MAX];
+    Py_ssize_t n;
+} pending_samples;
+
+static int pending_flush(pending_samples *q) {
+    int rc = q->n ? sketch_api->add_many(q->items, q->n) : 0;
+    q->n = 0;
+    return rc;
+}
+
+static int pending_add(pending_samples *q, PyObject *sketch, double value, double weight) {
+    if (q->n == PENDING_MAX && pending_flush(q) < 0) return -1;
+    q->items[q->n++] = (GfSketchSample){sketch, value, weight};
+    return 0;
+}
+
 /* Add one sample to its bucket (and, given ``sketches``, its metric-minute's sketch):
  * the arithmetic and checks of Aggregator.add, in its order: overflow first
  * (buckets.is_finite_bucket), then the cap, which counts a new bucket and a new sketch
@@ -447,7 +475,7 @@ static int update_bucket(PyObject *bucket, double new_cnt, double new_sum, doubl
 
 static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double value,
                       double rate, Py_ssize_t *created, Py_ssize_t capacity,
-                      PyObject *sketch_table, int alpha_bp) {
+                      PyObject *sketch_table, int alpha_bp, pending_samples *pending) {
     double weight = 1.0, total = value;
     if (rate != 1.0) {
         weight = 1.0 / rate;
@@ -465,8 +493,11 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
     } else if (sketch_table) {
         sketch = PyDict_GetItemWithError(sketch_table, name);
         if (!sketch && PyErr_Occurred()) return -1;
+        /* checked here, once per metric-second: a bucket's slot 5 is a sketch from
+         * this table (or Aggregator.add's, of the same type), and a line reads no
+         * more of the sketch than its address (add_many checks the type again) */
+        if (sketch && Py_TYPE(sketch) != sketch_api->type) return 0;
     }
-    if (sketch && Py_TYPE(sketch) != sketch_api->type) return 0;
     double new_cnt = 0.0, new_sum = 0.0;
     if (!bucket) {
         if (!isfinite(total)) return 0; /* overflow: Python counts it */
@@ -493,7 +524,7 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
             sketch = fresh; /* the dict holds it */
             (*created)++;
         }
-        if (sketch_api->add(sketch, value, weight) < 0) return -1;
+        if (pending_add(pending, sketch, value, weight) < 0) return -1;
     }
 
     if (!bucket) {
@@ -602,8 +633,7 @@ static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyO
     return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
 }
 
-static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_samples *pending) {
     if (nargs != 12) {
         PyErr_SetString(PyExc_TypeError, "feed takes 12 arguments");
         return NULL;
@@ -709,7 +739,7 @@ static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                        ? add_gauge(table, minute_table, gauges, name, kind, line.value,
                                    line.delta, &created, capacity)
                        : add_sample(table, name, kind, line.value, line.rate, &created,
-                                    capacity, minute_table, (int)alpha_bp);
+                                    capacity, minute_table, (int)alpha_bp, pending);
         if (done < 0) return NULL;
         if (done == 0) { /* made for nothing: no empty tables */
             if (PyDict_GET_SIZE(table) == 0) {
@@ -728,6 +758,23 @@ static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     if (pos > size) pos = size;
     return Py_BuildValue("(nnnn)", pos, added, created, tagged);
+}
+
+static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    pending_samples pending;
+    pending.n = 0;
+    PyObject *result = feed_lines(args, nargs, &pending);
+    if (!pending.n) return result;
+    if (!result) { /* the first error is the one to raise; the queued samples still go in */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (pending_flush(&pending) < 0) PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
+        return NULL;
+    }
+    if (pending_flush(&pending) < 0) Py_CLEAR(result);
+    return result;
 }
 
 static PyObject *has_sketches(PyObject *self, PyObject *unused) {
