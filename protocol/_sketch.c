@@ -192,15 +192,18 @@ typedef struct {
 } LogSlot;
 _Static_assert(sizeof(LogSlot) == sizeof(double), "a weight's bits fill one slot");
 
+/* 40 bytes, so that a sketch's header, ln_g and positive store share one cache line:
+ * what an add of a positive value reads. Keys and counts fit in 32 bits (LogSlot). */
 typedef struct {
-    double *w;    /* dense: w[i] is the weight of key base + i, or ABSENT; a log: NULL */
-    int64_t base;
-    Py_ssize_t cap;
-    int64_t lo, hi; /* the lowest and highest present key (when n > 0) */
-    Py_ssize_t n;      /* dense: the present keys; a log: its slots (>= its keys) */
-    LogSlot *sp;       /* a log: n slots used (room for spcap), in arrival order */
-    Py_ssize_t spcap;
+    double *w;      /* dense: w[i] is the weight of key base + i, or ABSENT; a log: NULL */
+    LogSlot *sp;    /* a log: n slots used (room for spcap), in arrival order */
+    int32_t base;
+    int32_t lo, hi; /* the lowest and highest present key (when n > 0) */
+    int32_t cap;    /* dense: slots, at most MAX_SLOTS */
+    int32_t n;      /* dense: the present keys; a log: its slots (>= its keys) */
+    int32_t spcap;
 } Store;
+_Static_assert(sizeof(Store) == 40, "see above");
 
 static void store_clear(Store *s) {
     PyMem_Free(s->w);
@@ -392,10 +395,11 @@ static double store_sum(const Store *s) {
 
 typedef struct {
     PyObject_HEAD
-    int alpha_bp;
     double ln_g;
+    Store pos; /* with the header and ln_g: the first cache line (Store) */
+    Store neg;
     double zero;
-    Store pos, neg;
+    int alpha_bp;
 } SketchObject;
 
 static PyTypeObject SketchType;
@@ -1053,19 +1057,6 @@ static int capi_add(PyObject *sketch, double value, double weight) {
     return err;
 }
 
-/* The store and key a sample goes to (NULL: the zero count). */
-static Store *sample_store(SketchObject *self, double value, int64_t *key) {
-    if (value >= MIN_INDEXABLE) {
-        *key = bin_key(value, self->ln_g);
-        return &self->pos;
-    }
-    if (value <= -MIN_INDEXABLE) {
-        *key = bin_key(-value, self->ln_g);
-        return &self->neg;
-    }
-    return NULL;
-}
-
 #define ADD_MANY_CHUNK 64
 
 /* n capi_add calls, in order. Each chunk is gone through twice: first every sample is
@@ -1079,10 +1070,8 @@ static int capi_add_many(const GfSketchSample *samples, Py_ssize_t n) {
     Store *stores[ADD_MANY_CHUNK];
     for (Py_ssize_t start = 0; start < n; start += ADD_MANY_CHUNK) {
         Py_ssize_t end = n - start < ADD_MANY_CHUNK ? n : start + ADD_MANY_CHUNK, i;
-        for (i = start; i < end; i++) { /* the sketches, whose stores say where bins are */
-            __builtin_prefetch(samples[i].sketch, 1);
-            __builtin_prefetch((char *)samples[i].sketch + 64, 1);
-        }
+        for (i = start; i < end; i++) /* the sketches, whose stores say where bins are */
+            __builtin_prefetch(samples[i].sketch, 1); /* a positive value's line (Store) */
         for (i = start; i < end; i++) {
             const GfSketchSample *s = &samples[i];
             if (!PyObject_TypeCheck(s->sketch, &SketchType) || !isfinite(s->value) ||
