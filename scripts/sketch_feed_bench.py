@@ -2,7 +2,7 @@
 """Aggregator.feed with and without value sketches, side by side in one run (issue 11's
 budget: value lines with sketches keep >= 80% of the lines/s without).
 
-    .venv/bin/python scripts/sketch_feed_bench.py [--rounds 5] [--shapes timers,mix]
+    .venv/bin/python scripts/sketch_feed_bench.py [--pairs 40] [--shapes timers,mix]
 
 Traffic (generated once, fixed seed; packed 1,400-byte datagrams, as scripts/bench's):
 - timers: 10,000 names, every line a pystatsd-style ``%0.6f|ms`` timer with a value
@@ -12,11 +12,16 @@ Traffic (generated once, fixed seed; packed 1,400-byte datagrams, as scripts/ben
 - mix: scripts/bench_load.c's realistic mix (40% counters, a quarter ``|@0.1``; 40%
   timers; 10% gauges; 10% ``|h``/``|d``; 30% tagged; 1% invalid).
 
-A trial runs in a fresh process pinned to core 0 (taskset): an Aggregator that knows
-every name, then SECONDS simulated seconds of PER_SECOND lines (a take() after each,
-as the flusher does every --flush-interval); process CPU time. Configurations
-alternate, each round in a new process; the best of the rounds counts (the machine is
-shared).
+The measurement runs in one process pinned to core 0 (taskset), per traffic shape: two
+Aggregators, one per configuration, that know every name; then --pairs simulated
+seconds of PER_SECOND lines for each in turn (ABBA order), each second's feed() calls
+and its take() (as the flusher does every --flush-interval) timed in process CPU time.
+Before every timed second a 64 MB write sweeps the caches, so neither configuration
+inherits the other's lines. The ratio is the median over the pairs of each pair's
+ratio: this machine is shared and its speed moves from one second to the next, which
+two runs a fraction of a second apart mostly cancel (separate processes a few seconds
+apart gave pair ratios from 52% to 200% in one run); the lines/s are each
+configuration's median second.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import json
 import pickle
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,8 +84,9 @@ def packets(shape: str, count: int) -> list[bytes]:
     return out
 
 
-def trial(path: str, config_name: str, per_second: int, seconds: int) -> float:
-    """One trial in this process: ns of CPU per line."""
+def measure(path: str, per_second: int, pairs: int) -> dict[str, float]:
+    """The interleaved seconds in this process: median ns of CPU per line of each
+    configuration, and the median of the pairs' ratios (without / with: lines/s kept)."""
     import logging
 
     from collector.aggregator import Aggregator
@@ -89,54 +96,64 @@ def trial(path: str, config_name: str, per_second: int, seconds: int) -> float:
     logging.disable(logging.WARNING)
     with open(path, "rb") as f:
         lines, data = pickle.load(f)
-    config = CollectorConfig(**CONFIGS[config_name])  # type: ignore[arg-type]
-    agg = Aggregator(config, CollectorStats())
-    assert agg.uses_c, "the C pass is not in use"
-    for datagram in data:  # every name learnt
-        agg.feed(datagram, 1_699_999_000)
-    agg.take()
+    aggregators = {}
+    for name, options in CONFIGS.items():
+        agg = Aggregator(CollectorConfig(**options), CollectorStats())  # type: ignore[arg-type]
+        assert agg.uses_c, "the C pass is not in use"
+        for datagram in data:  # every name learnt
+            agg.feed(datagram, 1_699_999_000)
+        agg.take()
+        aggregators[name] = agg
     per_packet = lines / len(data)
     step = int(per_second / per_packet)
-    start = time.process_time()
-    for second in range(seconds):
-        for datagram in data[second * step:(second + 1) * step]:
-            agg.feed(datagram, 1_700_000_000 + second)
-        agg.take()
-    return float((time.process_time() - start) / (seconds * step * per_packet) * 1e9)
+    seconds_of_data = len(data) // step
+    ns: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    ratios = []
+    for pair in range(pairs):
+        chunk = data[(pair % seconds_of_data) * step:(pair % seconds_of_data + 1) * step]
+        order = list(CONFIGS) if pair % 2 == 0 else list(CONFIGS)[::-1]
+        for name in order:
+            agg = aggregators[name]
+            bytearray(64 << 20)  # a cold cache for either configuration
+            start = time.process_time()
+            for datagram in chunk:
+                agg.feed(datagram, 1_700_000_000 + pair)
+            agg.take()
+            ns[name].append((time.process_time() - start) / (step * per_packet) * 1e9)
+        ratios.append(ns["no-sketches"][-1] / ns["sketches"][-1])
+    return {**{name: statistics.median(v) for name, v in ns.items()},
+            "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=40)
     parser.add_argument("--shapes", default="timers,lognormal,mix")
     parser.add_argument("--per-second", type=int, default=250_000)
-    parser.add_argument("--seconds", type=int, default=4)
-    parser.add_argument("--trial", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.trial:
-        print(trial(args.trial[0], args.trial[1], args.per_second, args.seconds))
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.per_second, args.pairs)))
         return 0
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float]] = {}  # shape -> median ns of each config, ratio
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             path = str(Path(tmp) / f"{shape}.pkl")
-            count = args.per_second * args.seconds
+            count = args.per_second * 4  # four seconds of traffic, taken in turn
             with open(path, "wb") as f:
                 pickle.dump((count, packets(shape, count)), f)
-            best = {name: float("inf") for name in CONFIGS}
-            for r in range(args.rounds):
-                names = list(CONFIGS) if r % 2 == 0 else list(CONFIGS)[::-1]
-                for name in names:
-                    out = subprocess.run(
-                        ["taskset", "-c", "0", sys.executable, __file__, "--trial", path, name,
-                         "--per-second", str(args.per_second), "--seconds", str(args.seconds)],
-                        check=True, capture_output=True, text=True, cwd=ROOT).stdout
-                    best[name] = min(best[name], float(out))
-            results[shape] = best
-            base = best["no-sketches"]
-            for name, ns in best.items():
-                print(f"{shape:10s} {name:12s} {1e3 / ns:6.3f} M lines/s ({ns:4.0f} ns/line) "
-                      f"{base / ns:6.1%} of no-sketches", flush=True)
+            out = subprocess.run(
+                ["taskset", "-c", "0", sys.executable, __file__, "--measure", path,
+                 "--per-second", str(args.per_second), "--pairs", str(args.pairs)],
+                check=True, capture_output=True, text=True, cwd=ROOT).stdout
+            result = results[shape] = json.loads(out)
+            for name in CONFIGS:
+                ns = result[name]
+                print(f"{shape:10s} {name:12s} {1e3 / ns:6.3f} M lines/s ({ns:4.0f} ns/line)",
+                      flush=True)
+            print(f"{shape:10s} sketches keep {result['ratio']:.1%} of the lines/s without "
+                  f"(median of {args.pairs} pairs; pairs {result['low']:.0%}-"
+                  f"{result['high']:.0%})", flush=True)
     print(json.dumps(results))
     return 0
 
