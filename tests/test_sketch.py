@@ -690,7 +690,7 @@ def test_capsule_api() -> None:
     assert api.add_many(ctypes.addressof(batch), len(items)) == 0
     for i, v, w in items:
         references[i].add(v, w)
-    for mine, reference in zip(sketches, references):
+    for mine, reference in zip(sketches, references, strict=True):
         assert mine.to_bytes() == reference.to_bytes()
     # a bad sample stops the batch there: those before it are added
     good = api.new_sketch(100)
