@@ -413,23 +413,35 @@ typedef struct {
     Bin *bins;
 } Bins;
 
-static void sketch_add_value(SketchObject *self, double value, double weight, int *err) {
-    int rc;
-    if (value >= MIN_INDEXABLE)
-        rc = store_add(&self->pos, bin_key(value, self->ln_g), weight);
-    else if (value <= -MIN_INDEXABLE)
-        rc = store_add(&self->neg, bin_key(-value, self->ln_g), weight);
-    else {
-        self->zero += weight;
-        rc = 0;
+/* The store and key of a value, or NULL for the zero count (|value| < MIN_INDEXABLE). */
+static inline Store *value_store(SketchObject *self, double value, int64_t *key) {
+    if (value >= MIN_INDEXABLE) {
+        *key = bin_key(value, self->ln_g);
+        return &self->pos;
     }
-    if (rc < 0) *err = -1;
+    if (value <= -MIN_INDEXABLE) {
+        *key = bin_key(-value, self->ln_g);
+        return &self->neg;
+    }
+    return NULL;
+}
+
+static void sketch_add_value(SketchObject *self, double value, double weight, int *err) {
+    int64_t key;
+    Store *store = value_store(self, value, &key);
+    if (!store)
+        self->zero += weight;
+    else if (store_add(store, key, weight) < 0)
+        *err = -1;
+}
+
+static inline int valid_weight(double weight) {
+    return weight > 0.0 && weight <= MAX_WEIGHT;
 }
 
 static int check_sample(double value, double weight) {
     if (!isfinite(value)) return fail("a sketch takes finite values");
-    if (!(weight > 0.0 && weight <= MAX_WEIGHT))
-        return fail("a sample's weight must be > 0 and at most 2**100");
+    if (!valid_weight(weight)) return fail("a sample's weight must be > 0 and at most 2**100");
     return 0;
 }
 
@@ -1074,19 +1086,12 @@ static int capi_add_many(const GfSketchSample *samples, Py_ssize_t n) {
             __builtin_prefetch(samples[i].sketch, 1); /* a positive value's line (Store) */
         for (i = start; i < end; i++) {
             const GfSketchSample *s = &samples[i];
+            /* capi_add's checks, so that capi_add on a sample that fails them fails */
             if (!PyObject_TypeCheck(s->sketch, &SketchType) || !isfinite(s->value) ||
-                !(s->weight > 0.0 && s->weight <= MAX_WEIGHT))
+                !valid_weight(s->weight))
                 break;
-            SketchObject *self = (SketchObject *)s->sketch;
-            Store *store = NULL;
             int64_t key = 0;
-            if (s->value >= MIN_INDEXABLE) {
-                store = &self->pos;
-                key = bin_key(s->value, self->ln_g);
-            } else if (s->value <= -MIN_INDEXABLE) {
-                store = &self->neg;
-                key = bin_key(-s->value, self->ln_g);
-            }
+            Store *store = value_store((SketchObject *)s->sketch, s->value, &key);
             if (store && store->w && key >= store->base && key < store->base + store->cap)
                 __builtin_prefetch(&store->w[key - store->base], 1);
             else if (store && store->n < store->spcap)
