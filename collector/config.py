@@ -26,6 +26,11 @@ class CollectorConfig:
         min=0, max=65535))
     flush_interval: float = field(default=1.0, metadata=cli(
         "--flush-interval", "Seconds between flushes to the database.", min=0.01))
+    flush_write_share: float = field(default=0.25, metadata=cli(
+        "--flush-write-share",
+        "Largest share of the time the flush writes may take: after a slower write the "
+        "next flush waits longer and takes every second since; 1: never wait.",
+        min=0.01, max=1.0))
     udp_rcvbuf: int = field(default=16 * 1024 * 1024, metadata=cli(
         "--udp-rcvbuf", "UDP receive buffer (SO_RCVBUF) to ask for, in bytes.", min=4096))
     max_line_length: int = field(default=4096, metadata=cli(

@@ -11,6 +11,16 @@ the spool, the quarantine) is ``store.durable.DurableWriter``'s. While the write
 the aggregator, whose ``max_pending_buckets`` cap drops new samples, counted as
 overload. So memory is bounded by about those two caps, whatever the database and the
 spool do.
+
+A write costs about as much per metric whether it holds one second of it or several
+(a B-tree page per metric and level, the minute and hour rollup rows, one sketch merge
+per metric-minute). So with many active series, the flusher writes fewer, larger
+batches rather than falling behind (a group commit). A tick does not cut while the
+last write took more than ``--flush-write-share`` of the time since the last cut, nor
+while the last batch is still being written. Meanwhile the samples keep merging in the
+aggregator's buckets, and the next batch holds every second since. A quick database
+still gets a batch every interval; a failing one too (the batches must reach the
+spool).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Final
 
@@ -33,6 +44,8 @@ from store.durable import DurableWriter
 
 log = logging.getLogger(__name__)
 
+# How often a tick waiting for the previous batch's write looks again.
+WRITER_POLL: Final = 0.02
 INLINE_POINTS: Final = 5_000  # build larger batches in a thread, off the event loop
 # A summary costs more than a point to encode (a sketch of many bins, an HLL of up to
 # 8 KB): this many count as one INLINE_POINTS budget.
@@ -78,10 +91,13 @@ class Flusher:
         self.config = config
         self.stats = stats
         self.writer = writer
+        self._last_batch: Batch | None = None  # the last batch cut, until it is written
+        self._last_cut = -math.inf  # time.monotonic() of that cut
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Cut a batch every interval until ``stopping``; ``cut(force=True)`` then
-        takes the last one."""
+        """Cut a batch every interval (unless the last write was slow or is unfinished:
+        see the module docstring) until ``stopping``; ``cut(force=True)`` then takes
+        the last one."""
         interval = self.config.flush_interval
         next_tick = time.monotonic()
         while not stopping.is_set():
@@ -94,10 +110,44 @@ class Flusher:
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
             if stopping.is_set():
                 break
+            if self._stretched():
+                self.stats.flush_ticks_merged += 1
+                continue
+            await self._while_writing(stopping)
+            if stopping.is_set():
+                break
             try:
                 await self.cut()
             except Exception:  # never let one bad tick end the flushing task
                 log.exception("cutting a batch failed unexpectedly")
+
+    def _stretched(self) -> bool:
+        """Whether the last write took more than --flush-write-share of the time since
+        the last cut (a failing database, or an aggregator at half its cap, is never
+        waited for)."""
+        writer = self.writer
+        if (writer.failing_for is not None
+                or self.aggregator.pending_buckets >= self.config.max_pending_buckets // 2):
+            return False
+        since = time.monotonic() - self._last_cut
+        return since * self.config.flush_write_share < writer.stats.last_flush_seconds
+
+    async def _while_writing(self, stopping: asyncio.Event) -> None:
+        """Wait while the last batch cut is still in the writer's memory (being written,
+        or queued behind HTTP batches), the writes are succeeding, and the aggregator
+        holds less than half its cap. A failing database (the batches must reach the
+        spool), a full aggregator or shutdown cut at once, as before."""
+        writer = self.writer
+        last = self._last_batch
+        half = self.config.max_pending_buckets // 2
+        waited = False
+        while (last is not None and writer.holds(last) and writer.failing_for is None
+               and self.aggregator.pending_buckets < half and not stopping.is_set()):
+            waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=WRITER_POLL)
+        if waited:
+            self.stats.flush_ticks_merged += 1
 
     async def cut(self, *, force: bool = False) -> None:
         """Hand the aggregator's buckets to the writer as the next batch.
@@ -117,7 +167,8 @@ class Flusher:
             points, sketch_rows = await asyncio.to_thread(to_batch, buckets, sketches)
         else:
             points, sketch_rows = to_batch(buckets, sketches)
-        self.writer.submit(points, sketch_rows)
+        self._last_batch = self.writer.submit(points, sketch_rows)
+        self._last_cut = time.monotonic()
 
     def count_conflicts(self, batch: Batch, conflicts: dict[str, Kind]) -> None:
         """Another process fixed these names with the other kind first."""

@@ -82,6 +82,10 @@ class CollectorMetrics:
         yield counter("backpressure_skips",
                       "Flush ticks that left buckets in the aggregator (too much pending).",
                       stats.backpressure_skips)
+        yield counter("flush_ticks_merged",
+                      "Flush ticks that did not cut (the last write was slow or unfinished): "
+                      "the next batch holds several seconds.",
+                      stats.flush_ticks_merged)
         yield gauge("store_ready", "1 once the database has answered and is migrated.",
                     stats.store_ready)
         yield counter("flush_timeouts", "Batch writes abandoned after --flush-timeout.",

@@ -44,6 +44,7 @@ class CollectorStats(WriterStats):
     tcp_closed_too_long: int = 0  # connections closed for a line over --max-line-length
     key_lookups_shed: int = 0  # lines dropped (overload): MAX_KEY_LOOKUPS_WAITING tokens wait
     backpressure_skips: int = 0  # flush ticks that left buckets in the aggregator (full)
+    flush_ticks_merged: int = 0  # ticks that did not cut: a slow or unfinished write
     store_ready: int = 1  # gauge: 0 while the schema migration waits for the database
     retention_passes: int = 0
     retention_rows_deleted: int = 0

@@ -240,11 +240,22 @@ class DurableWriter:
 
     # -- producers ---------------------------------------------------------------
 
-    def submit(self, points: list[PointRow], sketches: Sequence[SketchRow] = ()) -> None:
+    def submit(
+        self, points: list[PointRow], sketches: Sequence[SketchRow] = ()
+    ) -> Batch | None:
         """Queue a batch nobody waits for (a collector flush): its points and the
-        summaries of its metric-minutes (store.base.SketchRow)."""
-        if points or sketches:
-            self._queue(_Pending(self._next_batch(points, sketches)))
+        summaries of its metric-minutes (store.base.SketchRow). Returns the batch
+        (see holds), None if there was nothing to queue."""
+        if not points and not sketches:
+            return None
+        batch = self._next_batch(points, sketches)
+        self._queue(_Pending(batch))
+        return batch
+
+    def holds(self, batch: Batch) -> bool:
+        """Whether ``batch`` is still in memory here: queued or being written (not yet
+        written, spooled or set aside)."""
+        return any(entry.batch is batch for entry in self.pending)
 
     async def commit(
         self, points: list[PointRow], sketches: Sequence[SketchRow] = ()
