@@ -5,8 +5,8 @@
  * and aggregates the good counter and value lines of known names into the buckets (and
  * the value sketches). Three entry points:
  *
- * feed(data, pos, now, max_age, max_len, known, buckets, capacity, sketches, alpha_bp)
- *     -> (pos, added, created, tagged)
+ * feed(data, pos, now, max_age, max_len, known, buckets, capacity, sketches, gauges,
+ *      alpha_bp, value_sketches, quiet) -> (pos, added, created, tagged, drops)
  *   Aggregates, from byte offset ``pos`` on, every line that is valid and whose head
  *   (the bytes before ":") is in ``known`` (head -> (name, kind): unkeyed names whose
  *   kind is fixed: the name cache) with a matching kind, into ``buckets`` (epoch second
@@ -18,11 +18,15 @@
  *   creates at most ``capacity`` new buckets and sketches together (what
  *   --max-pending-buckets leaves) and says how many it created, so Python keeps its
  *   pending count exact. It stops at the first line it does not aggregate (an unknown
- *   or keyed head, a gauge or set line, a kind conflict, a bad line, an overflow, the
+ *   or keyed head, a set line, a kind conflict, a bad line, an overflow, the
  *   cap) and returns that line's offset: Python handles that line with the reference
  *   parser (which owns drop reasons, logging, caps, conflicts, gauges, sets and learning
  *   new heads), then calls back. ``pos == len(data)`` means done. ``tagged``:
- *   aggregated lines with |#tags (counted as tags_ignored).
+ *   aggregated lines with |#tags (counted as tags_ignored). But a bad line whose reason r
+ *   has bit r set in ``quiet`` (the caller logged a line of that reason within its
+ *   interval, so this drop is only counted) is counted here and skipped: ``drops`` is
+ *   None, or the count per reason (indexed as REASONS). Its reason is the whole
+ *   parser's (names and keys checked), so counts are Python's.
  *
  * parse_lines(data, now, max_age, max_len) -> (samples, reasons, tagged)
  *   The whole parser, names and keys included, in the shape of LineParser.parse:
@@ -634,8 +638,8 @@ static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyO
 }
 
 static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_samples *pending) {
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "feed takes 12 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "feed takes 13 arguments");
         return NULL;
     }
     PyObject *data = args[0], *known = args[5], *buckets = args[6], *summaries = args[8];
@@ -653,6 +657,10 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
     if (PyErr_Occurred()) return NULL;
     int value_sketches = PyObject_IsTrue(args[11]);
     if (value_sketches < 0) return NULL;
+    unsigned long quiet = PyLong_AsUnsignedLong(args[12]); /* bit r: reason r may be counted here */
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t drops[GF_COUNT] = {0};
+    int dropped = 0;
     if (value_sketches && !get_sketch_api()) {
         PyErr_SetString(PyExc_RuntimeError, "feed: sketches asked for, but "
                                             GF_SKETCH_CAPSULE " cannot be imported");
@@ -682,14 +690,29 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         parsed_line line;
         int reason = parse_line(p, len, &lim, 0, &line);
         if (reason < 0) return NULL;
-        if (reason != GF_OK) break; /* Python drops and counts it */
-        PyObject *head = PyBytes_FromStringAndSize(line.head, line.head_len);
-        if (!head) return NULL;
-        PyObject *entry = PyDict_GetItemWithError(known, head); /* borrowed */
-        Py_DECREF(head);
+        PyObject *entry = NULL; /* borrowed from known */
+        if (reason == GF_OK) {
+            PyObject *head = PyBytes_FromStringAndSize(line.head, line.head_len);
+            if (!head) return NULL;
+            entry = PyDict_GetItemWithError(known, head);
+            Py_DECREF(head);
+            if (!entry && PyErr_Occurred()) return NULL;
+        }
         if (!entry) {
-            if (PyErr_Occurred()) return NULL;
-            break; /* a new name or a key prefix: Python validates, checks keys, learns */
+            /* A bad line, a new name or a key prefix. A bad line whose reason was logged
+             * within the interval (the caller's quiet bits) is only counted: here, with
+             * the reason of the whole parser (names and keys checked: Python's order, held
+             * by the differential tests). Anything else: Python validates, counts, logs,
+             * checks keys, learns. */
+            if (!quiet) break;
+            parsed_line whole;
+            int full = parse_line(p, len, &lim, 1, &whole);
+            if (full < 0) return NULL;
+            if (full == GF_OK || !(quiet >> full & 1)) break;
+            drops[full]++;
+            dropped = 1;
+            pos = next;
+            continue;
         }
         if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) break;
         PyObject *name = PyTuple_GET_ITEM(entry, 0), *kind = PyTuple_GET_ITEM(entry, 1);
@@ -757,7 +780,18 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         pos = next;
     }
     if (pos > size) pos = size;
-    return Py_BuildValue("(nnnn)", pos, added, created, tagged);
+    if (!dropped) return Py_BuildValue("(nnnnO)", pos, added, created, tagged, Py_None);
+    PyObject *counts = PyTuple_New(GF_COUNT);
+    if (!counts) return NULL;
+    for (int r = 0; r < GF_COUNT; r++) {
+        PyObject *n = PyLong_FromSsize_t(drops[r]);
+        if (!n) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(counts, r, n);
+    }
+    return Py_BuildValue("(nnnnN)", pos, added, created, tagged, counts);
 }
 
 static PyObject *feed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -875,6 +909,27 @@ PyMODINIT_FUNC PyInit__fastfeed(void) {
         PyModule_AddIntConstant(m, "MAX_NAME_LENGTH", MAX_NAME_LENGTH) < 0 ||
         PyModule_AddIntConstant(m, "TOKEN_LENGTH", TOKEN_LENGTH) < 0 ||
         PyModule_AddIntConstant(m, "MAX_MEMBER_LENGTH", MAX_MEMBER_LENGTH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* REASONS[r]: protocol.lines.Reason's value of C reason r (the bit r of feed's quiet
+     * argument, the index r of the drop counts it returns); "" for r = 0, no drop. */
+    PyObject *reasons = PyTuple_New(GF_COUNT);
+    if (!reasons) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    for (int r = 0; r < GF_COUNT; r++) {
+        PyObject *text = PyUnicode_FromString(r ? reason_names[r] : "");
+        if (!text) {
+            Py_DECREF(reasons);
+            Py_DECREF(m);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(reasons, r, text);
+    }
+    if (PyModule_AddObject(m, "REASONS", reasons) < 0) {
+        Py_DECREF(reasons);
         Py_DECREF(m);
         return NULL;
     }

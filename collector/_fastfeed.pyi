@@ -7,6 +7,9 @@ RATE_FLOOR: Final[float]
 MAX_NAME_LENGTH: Final[int]
 TOKEN_LENGTH: Final[int]
 MAX_MEMBER_LENGTH: Final[int]
+# REASONS[r]: protocol.lines.Reason's value of C reason r ("" for r = 0): the bit r of
+# feed's ``quiet``, the index r of the drop counts it returns
+REASONS: Final[tuple[str, ...]]
 
 def feed(
     data: bytes,
@@ -21,7 +24,8 @@ def feed(
     gauges: dict[str, float],
     alpha_bp: int,
     value_sketches: bool,
-) -> tuple[int, int, int, int]: ...
+    quiet: int,
+) -> tuple[int, int, int, int, tuple[int, ...] | None]: ...
 def parse_lines(
     data: bytes, now: int, max_age: int, max_len: int
 ) -> tuple[

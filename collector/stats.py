@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class CollectorStats(WriterStats):
     retention_flush_records_deleted: int = 0
     retention_failures: int = 0
     retention_last_seconds: float = 0.0
+    logged_drops: int = 0  # log lines written about drops (each a change of quiet_reasons)
     _last_logged: dict[Reason, float] = field(default_factory=dict)
     _unlogged: Counter[Reason] = field(default_factory=Counter)
 
@@ -61,12 +63,32 @@ class CollectorStats(WriterStats):
         now = time.monotonic()
         if now - self._last_logged.get(reason, -DROP_LOG_INTERVAL) >= DROP_LOG_INTERVAL:
             self._last_logged[reason] = now
+            self.logged_drops += 1
             log.warning(
                 "dropped %d line(s): %s; sample: %r",
                 self._unlogged.pop(reason),
                 reason.value,
                 redact_tokens(sample),
             )
+
+    def count_drops(self, reason: Reason, count: int) -> None:
+        """Count drops that came while no log line of their reason was due (the C pass
+        counts those itself: see quiet_reasons); the next log line includes them."""
+        self.drops[reason] += count
+        self._unlogged[reason] += count
+
+    def quiet_reasons(self, now: float) -> tuple[list[Reason], float]:
+        """The reasons whose next drop at ``now`` (time.monotonic()) would only be
+        counted (a line of each was logged within DROP_LOG_INTERVAL), and the time the
+        first of those intervals ends."""
+        quiet = []
+        until = math.inf
+        for reason, logged in self._last_logged.items():
+            end = logged + DROP_LOG_INTERVAL
+            if now < end:
+                quiet.append(reason)
+                until = min(until, end)
+        return quiet, until
 
     def drop_errors(self, errors: list[LineError]) -> None:
         for error in errors:

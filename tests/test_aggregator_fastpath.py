@@ -7,15 +7,18 @@ accelerator (collector/_fastfeed.c, when built) and the pure-Python loop."""
 from __future__ import annotations
 
 import time
+import types
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import collector.aggregator
+import collector.stats
 from collector.aggregator import Aggregator, Sketches, Taken
 from collector.config import CollectorConfig
 from collector.flusher import sketches_to_rows
-from collector.stats import CollectorStats
+from collector.stats import DROP_LOG_INTERVAL, CollectorStats
 from protocol.lines import Reason
 
 NOW = int(time.time())
@@ -170,3 +173,36 @@ def test_token_shaped_head_without_the_dot_is_bad_key(
     assert list(agg.kinds) == ["web.hits"]
     assert token.decode() not in caplog.text
     assert "gf_Z9Z9Z..." in caplog.text
+
+
+def test_bad_lines_count_alike_and_the_next_log_line_holds_those_not_logged(
+    implementation: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad line is logged at most once per reason per interval; until then the others
+    are only counted (in C, which parses the whole line to find Python's reason: no
+    round trip through the general path). Counts, and the number the next log line
+    gives, are the same on both paths."""
+    clock = [1000.0]  # the monotonic clock of the drop log
+    fake_time = types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
+    monkeypatch.setattr(collector.stats, "time", fake_time)
+    monkeypatch.setattr(collector.aggregator, "time", fake_time)
+    stats = CollectorStats()
+    agg = Aggregator(CollectorConfig(), stats)
+    agg.feed(b"m.a:1|c\nm.t:1|ms", NOW)  # names learnt
+    agg.feed(b"m.a:abc|c\nm.a:1|c", NOW)  # logged: bad_value
+    noisy = b"m.a:abc|c\nm..b:1|c\nm.a:1|c\nm.t:1|q\nm..b:2|c\nm.a:x|c|@0.5\nm.t:2|ms"
+    for _ in range(3):
+        agg.feed(noisy, NOW)
+    assert stats.drops == {Reason.BAD_VALUE: 7, Reason.BAD_NAME: 6, Reason.UNKNOWN_TYPE: 3}
+    assert stats.lines == 2 + 2 + 3 * 7 and stats.samples == 2 + 1 + 3 * 2
+    assert agg.buckets[NOW]["m.a"][0] == 1 + 1 + 3
+    assert caplog.text.count("dropped 1 line(s)") == 3  # each reason's first
+    clock[0] += DROP_LOG_INTERVAL - 0.5
+    agg.feed(b"m.a:abc|c", NOW)  # still within the interval: counted only
+    assert "dropped" not in caplog.text.split("unknown_type")[-1]
+    # the interval ends: the next one is logged with the 7 counted since
+    clock[0] += 1
+    caplog.clear()
+    agg.feed(b"m.a:abc|c", NOW)
+    assert "dropped 8 line(s): bad_value" in caplog.text
+    assert stats.drops[Reason.BAD_VALUE] == 9

@@ -56,6 +56,10 @@ def test_constants_are_the_python_ones(fastfeed: ModuleType) -> None:
     assert fastfeed.MAX_NAME_LENGTH == names.MAX_NAME_LENGTH
     assert fastfeed.TOKEN_LENGTH == tokens.TOKEN_LENGTH
     assert fastfeed.MAX_MEMBER_LENGTH == lines.MAX_MEMBER_LENGTH
+    # every reason C can count is one of Python's (and each once)
+    assert fastfeed.REASONS[0] == ""
+    reasons = [lines.Reason(name) for name in fastfeed.REASONS[1:]]
+    assert len(set(reasons)) == len(reasons) > 0
 
 
 @pytest.mark.parametrize("case", VALID + INVALID, ids=lambda case: repr(case[0])[:60])
