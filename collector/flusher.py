@@ -18,9 +18,9 @@ per metric-minute). So with many active series, the flusher writes fewer, larger
 batches rather than falling behind (a group commit). A tick does not cut while the
 last write took more than ``--flush-write-share`` of the time since the last cut, nor
 while the last batch is still being written. Meanwhile the samples keep merging in the
-aggregator's buckets, and the next batch holds every second since. A quick database
-still gets a batch every interval; a failing one too (the batches must reach the
-spool).
+aggregator's buckets, and the next batch holds every second since (up to MAX_MERGED
+buckets: a batch must stay a write well inside --flush-timeout). A quick database still
+gets a batch every interval; a failing one too (the batches must reach the spool).
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ from store.durable import DurableWriter
 
 log = logging.getLogger(__name__)
 
+# The longest a slow write stretches the interval, in intervals (a one-off slow write,
+# such as the first one, which creates every metric, must not hold the next for long).
+MAX_STRETCH: Final = 10
+# Nor past this many buckets and summaries in the aggregator: a merged batch must stay a
+# write that ends well inside --flush-timeout (MariaDB upserts ~150k rows/s here, plus
+# the rollups and the sketch merges), or it would time out and be retried whole.
+MAX_MERGED: Final = 200_000
 # How often a tick waiting for the previous batch's write looks again.
 WRITER_POLL: Final = 0.02
 INLINE_POINTS: Final = 5_000  # build larger batches in a thread, off the event loop
@@ -93,6 +100,8 @@ class Flusher:
         self.writer = writer
         self._last_batch: Batch | None = None  # the last batch cut, until it is written
         self._last_cut = -math.inf  # time.monotonic() of that cut
+        # past this many pending buckets a tick cuts, whatever the last write did
+        self._merge_cap = min(MAX_MERGED, config.max_pending_buckets // 2)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Cut a batch every interval (unless the last write was slow or is unfinished:
@@ -123,26 +132,27 @@ class Flusher:
 
     def _stretched(self) -> bool:
         """Whether the last write took more than --flush-write-share of the time since
-        the last cut (a failing database, or an aggregator at half its cap, is never
-        waited for)."""
+        the last cut, for at most MAX_STRETCH intervals (a failing database, or an
+        aggregator holding MAX_MERGED buckets or half its cap, is never waited for)."""
         writer = self.writer
-        if (writer.failing_for is not None
-                or self.aggregator.pending_buckets >= self.config.max_pending_buckets // 2):
+        if writer.failing_for is not None or self.aggregator.pending_buckets >= self._merge_cap:
             return False
         since = time.monotonic() - self._last_cut
+        if since >= MAX_STRETCH * self.config.flush_interval:
+            return False
         return since * self.config.flush_write_share < writer.stats.last_flush_seconds
 
     async def _while_writing(self, stopping: asyncio.Event) -> None:
         """Wait while the last batch cut is still in the writer's memory (being written,
         or queued behind HTTP batches), the writes are succeeding, and the aggregator
-        holds less than half its cap. A failing database (the batches must reach the
-        spool), a full aggregator or shutdown cut at once, as before."""
+        holds less than MAX_MERGED buckets and half its cap. A failing database (the
+        batches must reach the spool), a full aggregator or shutdown cut at once."""
         writer = self.writer
         last = self._last_batch
-        half = self.config.max_pending_buckets // 2
         waited = False
         while (last is not None and writer.holds(last) and writer.failing_for is None
-               and self.aggregator.pending_buckets < half and not stopping.is_set()):
+               and self.aggregator.pending_buckets < self._merge_cap
+               and not stopping.is_set()):
             waited = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=WRITER_POLL)
