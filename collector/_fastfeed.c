@@ -3,7 +3,7 @@
  * It parses every line in C (value, type, @rate, |#tags, |T, the key-prefix split, set
  * members, gauge deltas) with exactly the grammar of protocol/lines.py, the reference,
  * and aggregates the good counter and value lines of known names into the buckets (and
- * the value sketches). Three entry points:
+ * the value sketches). Its entry points:
  *
  * feed(data, pos, now, max_age, max_len, known, buckets, capacity, sketches, gauges,
  *      alpha_bp, value_sketches, quiet) -> (pos, added, created, tagged, drops)
@@ -38,6 +38,17 @@
  * has_sketches() -> bool
  *   Whether protocol._sketch's capsule imports: without it feed() takes no sketches.
  *
+ * recv_datagrams(fd, buffer, slot_size) -> (data, count, truncated)   (Linux only)
+ *   One recvmmsg(2) call on the nonblocking UDP socket ``fd``: up to
+ *   len(buffer) // slot_size datagrams (at most RECV_MAX_SLOTS), each into its slot of
+ *   ``buffer``, returned joined, each followed by "\n". Feeding the join is feeding each
+ *   datagram in turn: a line never spans datagrams, and feed skips empty lines.
+ *   ``count`` datagrams were read, ``truncated`` of them longer than a slot (left out of
+ *   ``data``: their last line would be cut). (b"", 0, 0) when none is waiting; OSError on
+ *   any other error. Per datagram, asyncio's DatagramProtocol costs a callback, a bytes
+ *   object, an address tuple and a feed call: ~3 us, most of the cost of a one-line
+ *   datagram; this costs one of each per call.
+ *
  * Memory safety: every read is bounded by the line's length (memchr and index checks;
  * a number is copied into a NUL-terminated buffer before it is converted), timestamps
  * have at most 12 digits (no signed overflow), and now/max_age are range-checked.
@@ -46,8 +57,12 @@
 #include <Python.h>
 #include <float.h>
 #include <math.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/socket.h> /* recvmmsg: Python.h defines _GNU_SOURCE */
+#endif
 
 #include "../protocol/sketch_capi.h"
 
@@ -882,6 +897,74 @@ error:
     return NULL;
 }
 
+#ifdef __linux__
+#define RECV_MAX_SLOTS 256
+
+static PyObject *recv_datagrams(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "recv_datagrams(fd, buffer, slot_size)");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) return NULL;
+    Py_ssize_t slot = PyLong_AsSsize_t(args[2]);
+    if (slot == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) return NULL;
+    Py_ssize_t slots = slot > 0 ? view.len / slot : 0;
+    if (slots > RECV_MAX_SLOTS) slots = RECV_MAX_SLOTS;
+    if (slots < 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "buffer must hold at least one slot");
+        return NULL;
+    }
+    struct mmsghdr msgs[RECV_MAX_SLOTS];
+    struct iovec iov[RECV_MAX_SLOTS];
+    memset(msgs, 0, sizeof msgs[0] * (size_t)slots);
+    for (Py_ssize_t i = 0; i < slots; i++) {
+        iov[i].iov_base = (char *)view.buf + i * slot;
+        iov[i].iov_len = (size_t)slot;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n;
+    do { /* nonblocking: no need to release the GIL */
+        n = recvmmsg(fd, msgs, (unsigned int)slots, MSG_DONTWAIT, NULL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int error = errno;
+        PyBuffer_Release(&view);
+        if (error == EAGAIN || error == EWOULDBLOCK)
+            return Py_BuildValue("(y#ii)", "", (Py_ssize_t)0, 0, 0);
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_ssize_t total = 0;
+    int truncated = 0;
+    for (int i = 0; i < n; i++) {
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
+            truncated++;
+        else
+            total += (Py_ssize_t)msgs[i].msg_len + 1;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, total);
+    if (!data) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(data);
+    for (int i = 0; i < n; i++) {
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;
+        memcpy(out, iov[i].iov_base, msgs[i].msg_len);
+        out += msgs[i].msg_len;
+        *out++ = '\n';
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nii)", data, n, truncated);
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"feed", (PyCFunction)(void (*)(void))feed, METH_FASTCALL,
      "Parse and aggregate the lines of known names; see collector/_fastfeed.c."},
@@ -889,6 +972,10 @@ static PyMethodDef methods[] = {
      "The C parser in the shape of LineParser.parse, for differential tests."},
     {"has_sketches", has_sketches, METH_NOARGS,
      "True if protocol._sketch's C API can be imported: feed() can then add to sketches."},
+#ifdef __linux__
+    {"recv_datagrams", (PyCFunction)(void (*)(void))recv_datagrams, METH_FASTCALL,
+     "Read waiting UDP datagrams with one recvmmsg call, joined; see collector/_fastfeed.c."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
-from collector.listeners import UdpProtocol, accept_backlog, bind_udp, bytes_waiting
+from collector.listeners import (
+    UdpReader,
+    accept_backlog,
+    bind_udp,
+    bytes_waiting,
+    listen_udp,
+)
 from collector.stats import CollectorStats
 from protocol.carbon import CarbonParser
 
@@ -55,7 +61,8 @@ class CarbonListener:
         self.tcp_address: tuple[str, int] | None = None
         self.udp_address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
-        self._udp_transport: asyncio.DatagramTransport | None = None
+        self._udp_listener: UdpReader | asyncio.BaseTransport | None = None
+        self._udp_socket: socket.socket | None = None
 
     async def start(
         self, tcp_protocol: Callable[[], asyncio.Protocol], *, reuse_port: bool = False
@@ -74,14 +81,12 @@ class CarbonListener:
         try:
             sock = bind_udp(config.host, self.tcp_address[1], config.udp_rcvbuf,
                             reuse_port=reuse_port)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self.feed, self.stats), sock=sock
-            )
+            self._udp_listener = await listen_udp(sock, self.feed, self.stats)
         except BaseException:
             self._server.close()
             raise
-        self._udp_transport = transport
-        self.udp_address = transport.get_extra_info("sockname")[:2]
+        self._udp_socket = sock
+        self.udp_address = sock.getsockname()[:2]
         log.info("listening on carbon TCP %s:%d", *self.tcp_address)
         log.info("listening on carbon UDP %s:%d", *self.udp_address)
 
@@ -98,14 +103,13 @@ class CarbonListener:
                 await asyncio.sleep(0.005)
             await asyncio.sleep(0)  # let connection_made run for the last accepted ones
             self._server.close()
-        if self._udp_transport is not None:
-            sock: Any = self._udp_transport.get_extra_info("socket")
+        if self._udp_listener is not None and self._udp_socket is not None:
             while time.monotonic() < deadline:
-                if not bytes_waiting(sock):
+                if not bytes_waiting(self._udp_socket):
                     break
                 await asyncio.sleep(0.005)
             await asyncio.sleep(0)  # let the last datagram callbacks run
-            self._udp_transport.close()
+            self._udp_listener.close()
 
     async def wait_closed(self) -> None:
         if self._server is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 
@@ -24,10 +25,11 @@ from collector.listeners import (
     KernelDropLog,
     LineSink,
     TcpProtocol,
-    UdpProtocol,
+    UdpReader,
     accept_backlog,
     bind_udp,
     bytes_waiting,
+    listen_udp,
     udp_kernel_drops,
 )
 from collector.retention import run_retention
@@ -87,8 +89,8 @@ class Collector:
         writer.on_conflicts = self.flusher.count_conflicts
         self.udp_address: tuple[str, int] | None = None
         self.tcp_address: tuple[str, int] | None = None
-        self._udp_transport: asyncio.DatagramTransport | None = None
-        self._udp_socket: Any = None
+        self._udp_listener: UdpReader | asyncio.BaseTransport | None = None
+        self._udp_socket: socket.socket | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_connections: set[TcpProtocol] = set()
         self._stopping = asyncio.Event()
@@ -127,12 +129,9 @@ class Collector:
         if config.udp_port is not None:
             sock = bind_udp(config.host, config.udp_port, config.udp_rcvbuf,
                             reuse_port=self.reuse_port)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self.aggregator, self.stats), sock=sock
-            )
-            self._udp_transport = transport
-            self._udp_socket = transport.get_extra_info("socket")
-            self.udp_address = transport.get_extra_info("sockname")[:2]
+            self._udp_listener = await listen_udp(sock, self.aggregator, self.stats)
+            self._udp_socket = sock
+            self.udp_address = sock.getsockname()[:2]
             log.info("listening on UDP %s:%d", *self.udp_address)
         if config.tcp_port is not None:
             self._tcp_server = await loop.create_server(
@@ -184,8 +183,8 @@ class Collector:
             await self._accept_pending()
             self._tcp_server.close()  # no new connections
         await self._drain()
-        if self._udp_transport is not None:
-            self._udp_transport.close()
+        if self._udp_listener is not None:
+            self._udp_listener.close()
         for connection in list(self._tcp_connections):
             connection.close()
         if self._tcp_server is not None:

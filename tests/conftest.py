@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pymysql
 import pytest
 
-from collector import aggregator
+from collector import aggregator, listeners
 from store import Store, open_store
 from tests.alert_support import Receiver
 from tests.daemon import DaemonProcess
@@ -149,6 +149,24 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
             pytest.fail(message)
         pytest.skip(message)
     monkeypatch.setattr(aggregator, "_feed_fast", built if request.param == "c" else None)
+    return str(request.param)
+
+
+_BUILT_RECV = listeners.recv_datagrams  # the extension's recvmmsg reader, or None
+
+
+@pytest.fixture(params=["recvmmsg", "protocol"])
+def udp_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using this reads UDP with recvmmsg (listeners.UdpReader) and with
+    asyncio's DatagramProtocol (listeners.UdpProtocol, the fallback). Without the
+    extension the recvmmsg run is skipped, or fails in CI."""
+    if request.param == "recvmmsg" and _BUILT_RECV is None:
+        message = "collector._fastfeed.recv_datagrams is not built (optional C accelerator)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setattr(listeners, "recv_datagrams",
+                        _BUILT_RECV if request.param == "recvmmsg" else None)
     return str(request.param)
 
 

@@ -15,6 +15,7 @@ import argparse
 import importlib.machinery
 import importlib.util
 import random
+import socket
 import sys
 import time
 from types import ModuleType
@@ -242,6 +243,40 @@ def exercise_feed(module: ModuleType, data: bytes, known: dict[bytes, tuple[str,
         gauges.clear()
 
 
+def exercise_recv(module: ModuleType, rng: random.Random, rounds: int = 200) -> int:
+    """recv_datagrams on real sockets: random datagrams (empty to the UDP maximum) read
+    with random slot sizes and counts, each answer checked. Returns datagrams read."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    read = 0
+    try:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        sender.connect(receiver.getsockname())
+        for _ in range(rounds):
+            sizes = [rng.choice((0, 1, rng.randrange(2, 2000), rng.randrange(2000, 65_508)))
+                     for _ in range(rng.randrange(1, 5))]  # < the default rmem_max
+            sent = [rng.randbytes(size) for size in sizes]
+            for datagram in sent:
+                sender.send(datagram)
+            slot = rng.randrange(1, 70_000)
+            buffer = bytearray(slot * rng.randrange(1, 12) + rng.randrange(slot))
+            got = b""
+            count = truncated = 0
+            while count < len(sent):
+                data, n, cut = module.recv_datagrams(receiver, buffer, slot)
+                assert n > 0, "a datagram sent on loopback was not there"
+                got, count, truncated = got + data, count + n, truncated + cut
+            assert got == b"".join(d + b"\n" for d in sent if len(d) <= slot)
+            assert truncated == sum(len(d) > slot for d in sent)
+            read += count
+    finally:
+        receiver.close()
+        sender.close()
+    return read
+
+
 def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str, int]:
     """``lines`` random lines and as many random numbers (as ``n:<number>|ms`` and as
     ``n:1|c|@<number>``), in datagrams of ``batch`` lines."""
@@ -263,7 +298,10 @@ def run(module: ModuleType, seed: int, lines: int, batch: int = 500) -> dict[str
         numbers += len(nums)
         compare(module, parser, b"\n".join(b"n:" + n + b"|ms" for n in nums))
         compare(module, parser, b"\n".join(b"n:1|c|@" + n for n in nums[: batch // 5]))
-    return {"lines": checked, "numbers": numbers, "seed": seed}
+    datagrams = 0
+    if hasattr(module, "recv_datagrams"):  # Linux only
+        datagrams = exercise_recv(module, random.Random(seed))
+    return {"lines": checked, "numbers": numbers, "datagrams": datagrams, "seed": seed}
 
 
 def main() -> int:

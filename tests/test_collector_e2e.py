@@ -71,7 +71,7 @@ async def run_load(collector: Collector, load: Load, rng: random.Random) -> None
     )
 
 
-async def test_100k_mixed_lines_stored_exactly(database_url: str) -> None:
+async def test_100k_mixed_lines_stored_exactly(database_url: str, udp_reader: str) -> None:
     base = int(time.time()) - 120
     load = make_load(100_000, base)
     # Over-long lines on both transports: dropped as too_long, neighbours intact.
@@ -103,7 +103,7 @@ async def test_100k_mixed_lines_stored_exactly(database_url: str) -> None:
         await store.close()
 
 
-async def test_shutdown_drains_what_the_socket_holds(sqlite_url: str) -> None:
+async def test_shutdown_drains_what_the_socket_holds(sqlite_url: str, udp_reader: str) -> None:
     """Datagrams already in the kernel buffer when shutdown starts are stored."""
     store = open_store(sqlite_url)
     await store.migrate()
@@ -123,7 +123,7 @@ async def test_shutdown_drains_what_the_socket_holds(sqlite_url: str) -> None:
         await store.close()
 
 
-async def test_bad_input_never_stops_the_listeners(sqlite_url: str) -> None:
+async def test_bad_input_never_stops_the_listeners(sqlite_url: str, udp_reader: str) -> None:
     store = open_store(sqlite_url)
     await store.migrate()
     collector = Collector(TEST_CONFIG, store)
