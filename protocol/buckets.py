@@ -87,21 +87,6 @@ def merge(into: list[float], cnt: float, total: float, mn: float, mx: float) -> 
     return True
 
 
-def merge_bucket_rows(parts: Iterable[Iterable[BucketRow]]) -> list[BucketRow]:
-    """Rows of the same buckets read in parts (of the metrics) merged into one row per
-    bucket, ascending; None if a merged field would not be finite (as the database's
-    SUM refuses an out-of-range double)."""
-    merged: dict[int, list[float]] = {}
-    for rows in parts:
-        for ts, cnt, total, mn, mx in rows:
-            into = merged.get(ts)
-            if into is None:
-                merged[ts] = [cnt, total, mn, mx]
-            elif not merge(into, cnt, total, mn, mx):
-                raise OverflowError(f"the bucket at {ts} overflows when merged")
-    return [BucketRow(ts, *merged[ts]) for ts in sorted(merged)]
-
-
 def align(ts: int, interval: int) -> int:
     """Start of the interval containing ``ts``: epoch multiples (days at UTC midnight)."""
     return ts - ts % interval

@@ -22,6 +22,7 @@ from before sketches) is null, as missing data is in Graphite.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, cast
@@ -402,8 +403,9 @@ def _series(match: glob.Match, info: MetricRef, pattern: str, rows: list[BucketR
     counts = [by_ts[ts].cnt if ts in by_ts else 0.0 for ts, _ in points]
     sums = [by_ts[ts].sum if ts in by_ts else 0.0 for ts, _ in points]
     first = points[0][0] if points else start - start % step
-    return Series(
-        match.path, first, step, [v for _ts, v in points], pattern,
+    return Series(  # null where a step's sum is beyond the double range (+-inf)
+        match.path, first, step, [v if v is None or math.isfinite(v) else None
+                                  for _ts, v in points], pattern,
         _consolidation(aggregation), {"name": match.path},
         (counts, sums) if aggregation == "avg" else None,
     )

@@ -170,6 +170,11 @@ async def get_series(request: web.Request) -> web.Response:
         if info.kind == SET:  # a set's rate is members received per second: Σcnt / I
             rows = [row._replace(sum=row.cnt) for row in rows]
         points = series(rows, start, end, interval, cast(Aggregation, agg), filled)
+        beyond = next((ts for ts, v in points if v is not None and not math.isfinite(v)), None)
+        if beyond is not None:  # a coarse bucket's stored sums add up past 1.8e308
+            raise invalid("interval", f"the sum of {info.name!r} in the {interval} s bucket "
+                          f"at {format_timestamp(beyond)} is beyond the double range "
+                          "(+-1.8e308): ask a shorter interval, or min, max or count")
     return json_response({
         "metric": info.name,
         "kind": info.kind,

@@ -23,7 +23,7 @@ import aiomysql
 import pymysql
 
 from protocol import summary
-from protocol.buckets import BucketRow, merge_bucket_rows
+from protocol.buckets import BucketRow
 from protocol.names import Kind
 from store.base import (
     KEY_COLUMNS,
@@ -54,6 +54,7 @@ from store.base import (
 from store.rollups import (
     FILL_PAGE,
     ROLLUPS,
+    SCALED_SUM_SQL,
     SKETCH_LEVELS,
     STEPS,
     SUMMARY_KINDS,
@@ -69,6 +70,7 @@ from store.rollups import (
     merge_buckets,
     merge_stored,
     plan_reads,
+    read_sum,
     rollup,
     sketch_plan,
     upsert_assignments,
@@ -460,8 +462,8 @@ class MySQLStore:
             # ts DIV n * n grouped ~20% faster than FLOOR(ts / n) * n here.
             select = (
                 f"SELECT ts DIV {interval:d} * {interval:d} AS bucket, SUM(cnt) AS c, "
-                "SUM(`sum`) AS s, MIN(mn) AS lo, MAX(mx) AS hi FROM {table} "
-                "WHERE metric_id = %s AND ts >= %s AND ts < %s GROUP BY bucket"
+                f"SUM(`sum`) AS s, {SCALED_SUM_SQL} AS z, MIN(mn) AS lo, MAX(mx) AS hi "
+                "FROM {table} WHERE metric_id = %s AND ts >= %s AND ts < %s GROUP BY bucket"
             )
             params = [value for _table, low, high in reads for value in (metric_id, low, high)]
             if len(reads) == 1 and STEPS[reads[0][0]] == interval:
@@ -476,10 +478,7 @@ class MySQLStore:
             if len(reads) > 1:  # each level grouped on the server, the tail's bucket merged
                 return await self._grouped(cursor, reads, params, select)
             await cursor.execute(select.format(table=reads[0][0]) + " ORDER BY bucket", params)
-            return [
-                BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
-                for r in await cursor.fetchall()
-            ]
+            return _bucket_rows(await cursor.fetchall())
 
         return await self._run(run)
 
@@ -488,15 +487,12 @@ class MySQLStore:
                        select: str) -> list[BucketRow]:
         """Buckets of ``reads`` (levels of one metric's range) grouped on the server."""
         sql = (
-            "SELECT bucket, SUM(c), SUM(s), MIN(lo), MAX(hi) FROM ("
+            "SELECT bucket, SUM(c), SUM(s), SUM(z), MIN(lo), MAX(hi) FROM ("
             + " UNION ALL ".join(select.format(table=table) for table, _l, _h in reads)
             + ") AS levels GROUP BY bucket ORDER BY bucket"
         )
         await cursor.execute(sql, params)
-        return [
-            BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
-            for r in await cursor.fetchall()
-        ]
+        return _bucket_rows(await cursor.fetchall())
 
     async def read_buckets_merged(
         self, metric_ids: Sequence[int], start: int, end: int, interval: int
@@ -514,52 +510,48 @@ class MySQLStore:
             parts = await asyncio.gather(
                 self._read_merged(ids[:half], start, end, interval, reads),
                 self._read_merged(ids[half:], start, end, interval, reads))
-            try:
-                return merge_bucket_rows(parts)
-            except OverflowError as exc:
-                raise StoreError(f"mysql: {exc}") from exc
-        return await self._read_merged(ids, start, end, interval, reads)
+            return _bucket_rows(_merge_sums(parts))
+        return _bucket_rows(await self._read_merged(ids, start, end, interval, reads))
 
     async def _read_merged(
         self, ids: list[int], start: int, end: int, interval: int,
         reads: list[tuple[str, int, int]],
-    ) -> list[BucketRow]:
+    ) -> list[SumRow]:
         marks = ", ".join(["%s"] * len(ids))
 
         def select(table: str) -> str:
             # A level stored at the interval groups by ts itself: ~35% faster here than
             # by an expression over 100 metrics x 1,440 rows.
             bucket = "ts" if STEPS[table] == interval else f"ts DIV {interval:d} * {interval:d}"
-            return (f"SELECT {bucket} AS bucket, SUM(cnt) AS c, SUM(`sum`) AS s, MIN(mn) AS lo, "
-                    f"MAX(mx) AS hi FROM {table} WHERE metric_id IN ({marks}) AND ts >= %s "
-                    "AND ts < %s GROUP BY bucket")
+            return (f"SELECT {bucket} AS bucket, SUM(cnt) AS c, SUM(`sum`) AS s, "
+                    f"{SCALED_SUM_SQL} AS z, MIN(mn) AS lo, MAX(mx) AS hi FROM {table} "
+                    f"WHERE metric_id IN ({marks}) AND ts >= %s AND ts < %s GROUP BY bucket")
 
         if len(reads) == 1:  # one level (an aligned range): its buckets are the answer
             merged = select(reads[0][0])  # (a second GROUP BY over them cost ~25% here)
         else:
-            merged = ("SELECT bucket, SUM(c) AS c, SUM(s) AS s, MIN(lo) AS lo, MAX(hi) AS hi "
-                      "FROM (" + " UNION ALL ".join(select(table) for table, _l, _h in reads)
+            merged = ("SELECT bucket, SUM(c) AS c, SUM(s) AS s, SUM(z) AS z, MIN(lo) AS lo, "
+                      "MAX(hi) AS hi FROM ("
+                      + " UNION ALL ".join(select(table) for table, _l, _h in reads)
                       + ") AS levels GROUP BY bucket")
         params = [value for _table, low, high in reads for value in (*ids, low, high)]
 
-        async def run(cursor: Cursor) -> list[BucketRow]:
+        async def run(cursor: Cursor) -> list[SumRow]:
             if (end - start) // interval <= CONCAT_MAX_ROWS:  # decoded in bulk: see _read_rows
                 await cursor.execute("SET SESSION group_concat_max_len = 16777216")
                 await cursor.execute(
-                    "SELECT COUNT(*), GROUP_CONCAT(bucket, ',', c, ',', s, ',', lo, ',', hi "
-                    f"ORDER BY bucket SEPARATOR ',') FROM ({merged}) AS buckets", params)
+                    "SELECT COUNT(*), GROUP_CONCAT(bucket, ',', c, ',', s, ',', z, ',', lo, ',', "
+                    f"hi ORDER BY bucket SEPARATOR ',') FROM ({merged}) AS buckets", params)
                 count, text = await cursor.fetchone()
                 if not count:
                     return []
                 values = list(map(float, text.split(",")))
-                if len(values) == 5 * count:
-                    return list(map(BucketRow, map(int, values[0::5]), values[1::5],
-                                    values[2::5], values[3::5], values[4::5]))
+                if len(values) == 6 * count:
+                    return list(zip(map(int, values[0::6]), values[1::6], values[2::6],
+                                    values[3::6], values[4::6], values[5::6], strict=True))
             await cursor.execute(merged + " ORDER BY bucket", params)
-            return [
-                BucketRow(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
-                for r in await cursor.fetchall()
-            ]
+            return [(int(r[0]), float(r[1]), _float(r[2]), float(r[3]), float(r[4]),
+                     float(r[5])) for r in await cursor.fetchall()]
 
         return await self._run(run)
 
@@ -731,16 +723,17 @@ class MySQLStore:
             for chunk in _chunks(list(metric_ids)):
                 marks = ",".join(["%s"] * len(chunk))
                 # Each level grouped on the server, then the levels merged.
-                parts = [f"SELECT metric_id, SUM(cnt) AS c, SUM(`sum`) AS s, MIN(mn) AS lo, "
-                         f"MAX(mx) AS hi FROM {table} WHERE metric_id IN ({marks}) "
-                         "AND ts >= %s AND ts < %s GROUP BY metric_id"
+                parts = [f"SELECT metric_id, SUM(cnt) AS c, SUM(`sum`) AS s, {SCALED_SUM_SQL} "
+                         f"AS z, MIN(mn) AS lo, MAX(mx) AS hi FROM {table} WHERE metric_id IN "
+                         f"({marks}) AND ts >= %s AND ts < %s GROUP BY metric_id"
                          for table, _low, _high in reads]
                 params = [v for _t, low, high in reads for v in (*chunk, low, high)]
                 await cursor.execute(
-                    "SELECT metric_id, SUM(c), SUM(s), MIN(lo), MAX(hi) FROM ("
+                    "SELECT metric_id, SUM(c), SUM(s), SUM(z), MIN(lo), MAX(hi) FROM ("
                     + " UNION ALL ".join(parts) + ") AS levels GROUP BY metric_id", params)
-                for row in await cursor.fetchall():
-                    out[int(row[0])] = WindowTotal(*map(float, row[1:]))
+                for metric_id, c, total, z, lo, hi in await cursor.fetchall():
+                    out[int(metric_id)] = WindowTotal(
+                        float(c), read_sum(_float(total), float(z)), float(lo), float(hi))
             return out
 
         return await self._run(run)
@@ -1139,6 +1132,38 @@ async def _counts(cursor: Cursor, table: str, metric_id: int, low: int, high: in
         f"SELECT ts, cnt FROM {table} WHERE metric_id = %s AND ts >= %s AND ts <= %s",
         (metric_id, low, high))
     return {int(ts): float(cnt) for ts, cnt in await cursor.fetchall()}
+
+
+# (bucket, cnt, SUM(sum), SCALED_SUM_SQL, mn, mx): a summed bucket before ``read_sum``.
+SumRow = tuple[int, float, float | None, float, float, float]
+
+
+def _bucket_rows(rows: Sequence[Sequence[Any]]) -> list[BucketRow]:
+    """Summed rows (``SumRow``'s columns) as buckets, each sum checked (``read_sum``)."""
+    return [BucketRow(int(ts), float(c), read_sum(_float(s), float(z)), float(lo), float(hi))
+            for ts, c, s, z, lo, hi in rows]
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _merge_sums(parts: Sequence[list[SumRow]]) -> list[SumRow]:
+    """The summed rows of the same buckets read in parts (of the metrics), merged: the
+    plain and the scaled sums each added, so ``read_sum`` sees the whole bucket."""
+    merged: dict[int, list[Any]] = {}
+    for rows in parts:
+        for ts, c, s, z, lo, hi in rows:
+            into = merged.get(ts)
+            if into is None:
+                merged[ts] = [c, s, z, lo, hi]
+                continue
+            into[0] += c
+            into[1] = None if s is None or into[1] is None else into[1] + s  # inf: read_sum
+            into[2] += z
+            into[3] = min(into[3], lo)
+            into[4] = max(into[4], hi)
+    return [(ts, *merged[ts]) for ts in sorted(merged)]
 
 
 CONCAT_MAX_ROWS: Final = 20_000  # rows read as one GROUP_CONCAT string, at most (~2.4 MB)

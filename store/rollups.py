@@ -99,6 +99,28 @@ def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
     return out
 
 
+# A read adds stored sums in SQL, and finite sums can add up past the double range: then
+# SQLite's SUM answers inf, MariaDB's silently 0 (or, summed again in an outer query,
+# 1.8e308). So every summing read also sums ``sum`` scaled by 2**-64 (SCALED_SUM_SQL):
+# scaling by a power of two is exact, so the scaled terms and partial sums are the plain
+# ones bit for bit, but that they cannot overflow and that terms below ~1e-289 lose bits
+# as subnormals. ``read_sum`` keeps the plain sum where the two agree and scales the
+# other back where they do not: the sum as the database would have added it, or +-inf
+# when it is beyond the double range (the callers answer that as such, never as 0).
+SUM_SCALE: Final = 2.0 ** -64
+SCALED_SUM_SQL: Final = f"SUM(`sum` * {SUM_SCALE!r})"  # 5.42e-20: a DOUBLE in MySQL too
+_SUBNORMAL_SLACK: Final = 2.0 ** -900  # what the subnormal terms can lose, generously
+
+
+def read_sum(total: float | None, scaled: float) -> float:
+    """A bucket's sum from the database's ``SUM(`sum`)`` and ``SCALED_SUM_SQL``: finite,
+    or +-inf if it is beyond the double range."""
+    unscaled = scaled / SUM_SCALE
+    if total is not None and abs(total - unscaled) <= _SUBNORMAL_SLACK:
+        return total
+    return unscaled
+
+
 def plan_reads(start: int, end: int, interval: int) -> list[tuple[str, int, int]]:
     """The (table, from, to) reads that answer ``[start, end)`` in ``interval`` buckets.
 

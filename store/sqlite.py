@@ -50,6 +50,7 @@ from store.base import (
 from store.rollups import (
     FILL_PAGE,
     ROLLUPS,
+    SCALED_SUM_SQL,
     SKETCH_LEVELS,
     SUMMARY_KINDS,
     HourFill,
@@ -63,6 +64,7 @@ from store.rollups import (
     merge_buckets,
     merge_stored,
     plan_reads,
+    read_sum,
     rollup,
     sketch_plan,
     upsert_assignments,
@@ -330,11 +332,11 @@ class SQLiteStore:
             if not parts:
                 return []
             rows = conn.execute(
-                "SELECT bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
-                + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
+                f"SELECT bucket, SUM(cnt), SUM(`sum`), {SCALED_SUM_SQL}, MIN(mn), MAX(mx) "
+                "FROM (" + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
                 [value for _table, low, high in reads for value in (metric_id, low, high)],
             ).fetchall()
-            return [BucketRow(*row) for row in rows]
+            return [BucketRow(ts, c, read_sum(s, z), lo, hi) for ts, c, s, z, lo, hi in rows]
 
         return await self._read(run)
 
@@ -355,11 +357,11 @@ class SQLiteStore:
                 for table, _low, _high in reads
             ]
             rows = conn.execute(
-                "SELECT bucket, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
-                + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
+                f"SELECT bucket, SUM(cnt), SUM(`sum`), {SCALED_SUM_SQL}, MIN(mn), MAX(mx) "
+                "FROM (" + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
                 [value for _table, low, high in reads for value in (*ids, low, high)],
             ).fetchall()
-            return [BucketRow(*row) for row in rows]
+            return [BucketRow(ts, c, read_sum(s, z), lo, hi) for ts, c, s, z, lo, hi in rows]
 
         return await self._read(run)
 
@@ -516,11 +518,13 @@ class SQLiteStore:
                          f"WHERE metric_id IN ({marks}) AND ts >= ? AND ts < ?"
                          for table, _low, _high in reads]
                 params = [v for _t, low, high in reads for v in (*chunk, low, high)]
-                for row in conn.execute(
-                    "SELECT metric_id, SUM(cnt), SUM(`sum`), MIN(mn), MAX(mx) FROM ("
-                    + " UNION ALL ".join(parts) + ") GROUP BY metric_id", params,
+                for metric_id, c, s, z, lo, hi in conn.execute(
+                    f"SELECT metric_id, SUM(cnt), SUM(`sum`), {SCALED_SUM_SQL}, MIN(mn), "
+                    "MAX(mx) FROM (" + " UNION ALL ".join(parts) + ") GROUP BY metric_id",
+                    params,
                 ):
-                    out[int(row[0])] = WindowTotal(*map(float, row[1:]))
+                    out[int(metric_id)] = WindowTotal(float(c), read_sum(s, z), float(lo),
+                                                      float(hi))
             return out
 
         return await self._read(run) if reads else {}

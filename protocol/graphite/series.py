@@ -13,7 +13,7 @@ choice of function wins).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -104,9 +104,35 @@ def read_step(start: int, end: int, max_data_points: int | None, min_step: int =
     return step
 
 
+def fsum(values: Iterable[float]) -> float:
+    """``math.fsum`` that never raises: +-inf where the sum is beyond the double range,
+    the exact sum where only a partial sum is (``math.fsum`` raises OverflowError for
+    both: two stored values near 1.8e308 are legal), NaN for +inf and -inf together.
+    The callers map what is not finite to null."""
+    items = values if isinstance(values, list) else list(values)
+    try:
+        return math.fsum(items)
+    except OverflowError:  # finite terms: scaled by a power of two they add exactly
+        return math.fsum(v * _SCALE for v in items) / _SCALE
+    except ValueError:  # +inf and -inf among the terms
+        return math.nan
+
+
+_SCALE: Final = 2.0 ** -64
+
+
+def divided_sum(values: Sequence[float], divisor: float) -> float:
+    """``fsum(values) / divisor``, finite wherever the quotient is, even when the sum is
+    not: the average of two values near 1.8e308 is one of them."""
+    total = fsum(values)
+    if math.isinf(total):
+        return fsum([v * _SCALE for v in values]) / divisor / _SCALE
+    return total / divisor
+
+
 # Aggregate functions over the non-None values of a window (never empty).
 def _average(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
+    return divided_sum(values, len(values))
 
 
 def _median(values: Sequence[float]) -> float:
@@ -123,18 +149,18 @@ def _multiply(values: Sequence[float]) -> float:
 
 def _stddev(values: Sequence[float]) -> float:
     mean = _average(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    return math.sqrt(fsum((v - mean) * (v - mean) for v in values) / len(values))
 
 
 AGG_FUNCS: Final[dict[str, Callable[[Sequence[float]], float]]] = {
     "average": _average,
     "avg": _average,
     "median": _median,
-    "sum": math.fsum,
-    "total": math.fsum,
+    "sum": fsum,
+    "total": fsum,
     "min": min,
     "max": max,
-    "diff": lambda v: v[0] - math.fsum(v[1:]),
+    "diff": lambda v: v[0] - fsum(v[1:]),
     "stddev": _stddev,
     "count": lambda v: float(len(v)),
     "range": lambda v: max(v) - min(v),
@@ -178,8 +204,9 @@ def consolidate(series: Series, step: int) -> Series:
         elif func == "average" and weights is not None:
             counts = weights[0][skip + i:skip + i + per]
             sums = weights[1][skip + i:skip + i + per]
-            total = math.fsum(counts)
-            out.append(math.fsum(sums) / total if total else None)
+            total = fsum(counts)
+            mean = divided_sum(sums, total) if total else None
+            out.append(None if mean is None or not math.isfinite(mean) else mean)
         else:
             out.append(aggregate(func, values[i:i + per]))
     return replace(series, start=first, step=step, values=out, weights=None,
