@@ -569,7 +569,10 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                     "and `last` (gauges) are read from per-minute sketches: the interval "
                     "must be a whole number of minutes, and a bucket whose points no sketch "
                     "holds (data from before sketches) is a 422, never a made-up number. "
-                    "See docs/sketches.md."
+                    "See docs/sketches.md. Every stored number is finite, but a coarse "
+                    "bucket adds stored sums: one whose sum is beyond the double range "
+                    "(+-1.8e308) is a 422 for sum, avg and rate, naming the bucket (a "
+                    "shorter interval answers it)."
                 ),
                 "security": [{"ApiKey": []}],
                 "parameters": [
@@ -598,7 +601,8 @@ def openapi_document(config: HttpConfig, version: str | None = None) -> Json:
                                   f"{MAX_QUERY_BUCKETS} buckets, an aggregation the "
                                   "metric's kind does not answer (the message lists those "
                                   "it does), an interval that is not whole minutes for a "
-                                  "sketch aggregation, or a bucket without sketches.",
+                                  "sketch aggregation, a bucket without sketches, or a "
+                                  "bucket whose sum is beyond the double range.",
                                   *_LIMIT_HEADERS),
                     **_guarded_errors("read"),
                 },
