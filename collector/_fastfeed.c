@@ -463,33 +463,34 @@ static int pending_add(pending_samples *q, PyObject *sketch, double value, doubl
  * (buckets.is_finite_bucket), then the cap, which counts a new bucket and a new sketch
  * as one slot each. Nothing is changed unless everything is. Returns 1 if added, 0 if
  * Python must handle it (overflow, the cap, an unexpected object), -1 on error. */
+/* ``*slot`` (a float of a bucket list) set to ``x``. A float only the list holds is
+ * changed in place: no other reference can see it change, and a busy bucket so skips
+ * an allocation and a free per field and sample. Floats are not cached or shared by
+ * CPython (a new bucket's min and max are one object: two references, so replaced). */
+static int set_float(PyObject **slot, double x) {
+    PyObject *old = *slot;
+    if (Py_REFCNT(old) == 1 && PyFloat_CheckExact(old)) {
+        ((PyFloatObject *)old)->ob_fval = x;
+        return 0;
+    }
+    PyObject *fresh = PyFloat_FromDouble(x);
+    if (!fresh) return -1;
+    *slot = fresh;
+    Py_DECREF(old);
+    return 0;
+}
+
 /* Store a sample's merge into an existing bucket whose four fields the caller checked
  * are floats: the new count and sum it computed (finite), and ``value`` as the new min
  * or max where it is one (buckets.merge). 0, or -1 on error (the bucket is then left
  * with at most its count and sum updated, never a NULL slot). */
 static int update_bucket(PyObject *bucket, double new_cnt, double new_sum, double value) {
-    PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
-    PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
-    PyObject *cnt_obj = PyFloat_FromDouble(new_cnt);
-    if (!cnt_obj) return -1;
-    PyObject *sum_obj = PyFloat_FromDouble(new_sum);
-    if (!sum_obj) {
-        Py_DECREF(cnt_obj);
-        return -1;
-    }
-    PyList_SET_ITEM(bucket, 0, cnt_obj);
-    Py_DECREF(cnt);
-    PyList_SET_ITEM(bucket, 1, sum_obj);
-    Py_DECREF(sum);
+    PyObject **items = ((PyListObject *)bucket)->ob_item;
+    if (set_float(&items[0], new_cnt) < 0 || set_float(&items[1], new_sum) < 0) return -1;
     /* min <= max holds in a bucket, so a value is at most one of the two */
-    int slot = value < PyFloat_AS_DOUBLE(mn) ? 2 : value > PyFloat_AS_DOUBLE(mx) ? 3 : -1;
-    if (slot < 0) return 0;
-    PyObject *v = PyFloat_FromDouble(value);
-    if (!v) return -1;
-    PyObject *old = PyList_GET_ITEM(bucket, slot);
-    PyList_SET_ITEM(bucket, slot, v);
-    Py_DECREF(old);
-    return 0;
+    int slot = value < PyFloat_AS_DOUBLE(items[2]) ? 2 : value > PyFloat_AS_DOUBLE(items[3]) ? 3
+                                                                                          : -1;
+    return slot < 0 ? 0 : set_float(&items[slot], value);
 }
 
 static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double value,

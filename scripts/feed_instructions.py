@@ -7,12 +7,15 @@ noisy machine, where lines/s are not.
 For each traffic shape of scripts/bench_load.c (realistic mix, friendly), 1,000
 datagrams are captured from the generator; ``feed`` runs over them once to learn the
 names, then twice more; a run without the two passes is subtracted. ``--code`` points
-at another checkout (built in place) to compare against.
+at a checkout (built in place) to measure; given more than once, each is measured on the
+same captured datagrams (the generator's values differ between captures, by ~10% in
+instructions), with hash randomization off, so the figures compare side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import re
 import socket
@@ -64,7 +67,7 @@ def instructions(code: Path, data: Path, reps: int) -> int:
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          "-c", CHILD, str(code), str(data), str(reps)],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     match = re.search(r"Collected : (\d+)", result.stderr)
     if match is None:
@@ -74,8 +77,10 @@ def instructions(code: Path, data: Path, reps: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--code", type=Path, default=ROOT, help="checkout to measure")
+    parser.add_argument("--code", type=Path, action="append",
+                        help="checkout to measure (repeat to compare; default: this one)")
     args = parser.parse_args()
+    codes: list[Path] = args.code or [ROOT]
     with tempfile.TemporaryDirectory(prefix="gf_instr_") as tmp:
         exe = Path(tmp) / "bench_load"
         subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "scripts" / "bench_load.c")],
@@ -85,9 +90,11 @@ def main() -> int:
             data = Path(tmp) / f"{shape}.pkl"
             data.write_bytes(pickle.dumps(dgrams))
             lines = 2 * sum(d.count(b"\n") + (not d.endswith(b"\n")) for d in dgrams)
-            extra = instructions(args.code, data, 2) - instructions(args.code, data, 0)
-            print(f"{shape}: {extra / lines:,.0f} instructions per line "
-                  f"({len(dgrams)} datagrams, {lines} lines fed)")
+            for code in codes:
+                extra = instructions(code, data, 2) - instructions(code, data, 0)
+                label = f" [{code}]" if len(codes) > 1 else ""
+                print(f"{shape}: {extra / lines:,.0f} instructions per line "
+                      f"({len(dgrams)} datagrams, {lines} lines fed){label}")
     return 0
 
 

@@ -206,3 +206,28 @@ def test_bad_lines_count_alike_and_the_next_log_line_holds_those_not_logged(
     agg.feed(b"m.a:abc|c", NOW)
     assert "dropped 8 line(s): bad_value" in caplog.text
     assert stats.drops[Reason.BAD_VALUE] == 9
+
+
+def test_a_bucket_field_held_elsewhere_keeps_its_value(implementation: str) -> None:
+    """The C pass changes a bucket's float in place where only the bucket holds it (no
+    allocation per field and sample): one that anything else holds is replaced instead,
+    so it never changes under its holder. A new gauge's bucket shares one float among
+    sum, min, max and the gauge's last value; a value bucket's min and max start as one."""
+    agg = Aggregator(CollectorConfig(), CollectorStats())
+    lines = [b"held.c:2|c", b"held.v:5|ms", b"held.g:7|g"]
+    for _ in range(3):  # learnt, then the fast path
+        agg.feed(b"\n".join(lines), NOW)
+    table = agg.buckets[NOW]
+    before = {name: list(bucket[:4]) for name, bucket in table.items()}
+    values = {name: [float(x) for x in fields] for name, fields in before.items()}
+    agg.feed(b"held.c:3|c\nheld.v:1|ms\nheld.v:9|ms\nheld.g:+1|g", NOW)
+    # the floats held here kept their values ...
+    assert {name: [float(x) for x in fields] for name, fields in before.items()} == values
+    # ... and the buckets moved on
+    assert table["held.c"][:4] == [4.0, 9.0, 2.0, 3.0]
+    assert table["held.v"][:4] == [5.0, 25.0, 1.0, 9.0]
+    assert table["held.g"][:4] == [4.0, 29.0, 7.0, 8.0]
+    # a fresh bucket's shared min/max: a new value moves one of them only
+    agg.feed(b"held.v:5|ms", NOW + 1)
+    agg.feed(b"held.v:6|ms", NOW + 1)
+    assert agg.buckets[NOW + 1]["held.v"][:4] == [2.0, 11.0, 5.0, 6.0]
