@@ -100,6 +100,9 @@ class Flusher:
         self.writer = writer
         self._last_batch: Batch | None = None  # the last batch cut, until it is written
         self._last_cut = -math.inf  # time.monotonic() of that cut
+        # Metric-seconds taken from the aggregator and not yet handed to the writer (a
+        # large cut is made a batch in a thread): pending, though in neither's count.
+        self.converting = 0
         # past this many pending buckets a tick cuts, whatever the last write did
         self._merge_cap = min(MAX_MERGED, config.max_pending_buckets // 2)
 
@@ -174,7 +177,11 @@ class Flusher:
         if not rows and not summaries:
             return
         if rows + SUMMARY_COST * summaries > INLINE_POINTS:
-            points, sketch_rows = await asyncio.to_thread(to_batch, buckets, sketches)
+            self.converting = rows
+            try:
+                points, sketch_rows = await asyncio.to_thread(to_batch, buckets, sketches)
+            finally:
+                self.converting = 0
         else:
             points, sketch_rows = to_batch(buckets, sketches)
         self._last_batch = self.writer.submit(points, sketch_rows)

@@ -74,7 +74,7 @@ class CollectorMetrics:
         yield histogram("flush_duration_seconds", "Time to write one batch to the store.",
                         stats.flush_durations)
         yield gauge("pending_buckets", "Metric-seconds in memory, not yet handed to a flush.",
-                    daemon.aggregator.pending_buckets)
+                    daemon.aggregator.pending_buckets + daemon.flusher.converting)
         yield gauge("pending_batches", "Batches in memory waiting to be written to the store.",
                     stats.pending_batches)
         yield gauge("pending_rows", "Point rows in the batches waiting to be written.",
@@ -235,7 +235,7 @@ class SelfMetrics:
                 out.append((SELF_PREFIX + name, COUNTER, float(increase)))
                 flushed = flushed or name == "flushes"
         out.append((SELF_PREFIX + "pending_buckets", VALUE,
-                    float(daemon.aggregator.pending_buckets)))
+                    float(daemon.aggregator.pending_buckets + daemon.flusher.converting)))
         out.append((SELF_PREFIX + "pending_rows", VALUE, float(stats.pending_rows)))
         if flushed:
             out.append((SELF_PREFIX + "flush_seconds", VALUE, stats.last_flush_seconds))
