@@ -163,21 +163,22 @@ def rule_from_row(row: Sequence[Any]) -> AlertRuleRow:
 
 
 def state_from_row(row: Sequence[Any]) -> AlertStateRow:
-    return AlertStateRow(int(row[0]), row[1], row[2], float(row[3]), _float(row[4]),
-                         _float(row[5]), bool(row[6]))
+    return AlertStateRow(int(row[0]), row[1], row[2], float(row[3]),
+                         optional_float(row[4]), optional_float(row[5]), bool(row[6]))
 
 
 def transition_from_row(row: Sequence[Any]) -> AlertTransitionRow:
     return AlertTransitionRow(int(row[0]), int(row[1]), row[2], row[3], row[4],
-                              float(row[5]), _float(row[6]))
+                              float(row[5]), optional_float(row[6]))
 
 
 def outbox_from_row(row: Sequence[Any]) -> OutboxRow:
     return OutboxRow(int(row[0]), int(row[1]), row[2], row[3], row[4], row[5], row[6],
-                     int(row[7]), float(row[8]), float(row[9]), _float(row[10]), row[11])
+                     int(row[7]), float(row[8]), float(row[9]), optional_float(row[10]),
+                     row[11])
 
 
-def _float(value: Any) -> float | None:
+def optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 

@@ -46,6 +46,7 @@ from store.base import (
     WriteResult,
     api_key_from_row,
     metric_from_row,
+    optional_float,
     outbox_from_row,
     rule_from_row,
     state_from_row,
@@ -550,8 +551,8 @@ class MySQLStore:
                     return list(zip(map(int, values[0::6]), values[1::6], values[2::6],
                                     values[3::6], values[4::6], values[5::6], strict=True))
             await cursor.execute(merged + " ORDER BY bucket", params)
-            return [(int(r[0]), float(r[1]), _float(r[2]), float(r[3]), float(r[4]),
-                     float(r[5])) for r in await cursor.fetchall()]
+            return [(int(r[0]), float(r[1]), optional_float(r[2]), float(r[3]),
+                     float(r[4]), float(r[5])) for r in await cursor.fetchall()]
 
         return await self._run(run)
 
@@ -733,7 +734,8 @@ class MySQLStore:
                     + " UNION ALL ".join(parts) + ") AS levels GROUP BY metric_id", params)
                 for metric_id, c, total, z, lo, hi in await cursor.fetchall():
                     out[int(metric_id)] = WindowTotal(
-                        float(c), read_sum(_float(total), float(z)), float(lo), float(hi))
+                        float(c), read_sum(optional_float(total), float(z)), float(lo),
+                        float(hi))
             return out
 
         return await self._run(run)
@@ -1140,12 +1142,8 @@ SumRow = tuple[int, float, float | None, float, float, float]
 
 def _bucket_rows(rows: Sequence[Sequence[Any]]) -> list[BucketRow]:
     """Summed rows (``SumRow``'s columns) as buckets, each sum checked (``read_sum``)."""
-    return [BucketRow(int(ts), float(c), read_sum(_float(s), float(z)), float(lo), float(hi))
-            for ts, c, s, z, lo, hi in rows]
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    return [BucketRow(int(ts), float(c), read_sum(optional_float(s), float(z)), float(lo),
+                      float(hi)) for ts, c, s, z, lo, hi in rows]
 
 
 def _merge_sums(parts: Sequence[list[SumRow]]) -> list[SumRow]:

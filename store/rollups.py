@@ -103,8 +103,8 @@ def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
 # SQLite's SUM answers inf, MariaDB's silently 0 (or, summed again in an outer query,
 # 1.8e308). So every summing read also sums ``sum`` scaled by 2**-64 (SCALED_SUM_SQL):
 # scaling by a power of two is exact, so the scaled terms and partial sums are the plain
-# ones bit for bit, but that they cannot overflow and that terms below ~1e-289 lose bits
-# as subnormals. ``read_sum`` keeps the plain sum where the two agree and scales the
+# ones bit for bit, except that they cannot overflow and that terms below ~1e-289 lose
+# bits as subnormals. ``read_sum`` keeps the plain sum where the two agree and scales the
 # other back where they do not: the sum as the database would have added it, or +-inf
 # when it is beyond the double range (the callers answer that as such, never as 0).
 SUM_SCALE: Final = 2.0 ** -64
