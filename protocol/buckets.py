@@ -43,6 +43,13 @@ _PERCENTILE = re.compile(r"p(?:(0|[1-9][0-9]?)(?:\.([0-9]{1,4}))?|99([0-9]{1,4})
 PERCENTILE_PATTERN: Final = r"^p((0|[1-9][0-9]?)(\.[0-9]{1,4})?|99[0-9]{1,4})$"
 
 
+# Sums near the largest double (legal: each stored one is finite) can add up past it.
+# Scaled by this power of two, terms and partial sums are the same floats bit for bit
+# (but for subnormals) and cannot overflow: the reads in SQL (store.rollups.read_sum)
+# and Graphite's sums (protocol.graphite.series.fsum) add them so.
+SUM_SCALE: Final = 2.0 ** -64
+
+
 class BucketRow(NamedTuple):
     """One aggregated bucket as read from the store; ``ts`` is the bucket start."""
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, TypeVar
 
 from protocol import summary
+from protocol.buckets import SUM_SCALE
 from protocol.names import Kind
 from protocol.sketch import DEFAULT_ALPHA_BP, Sketch
 
@@ -107,7 +108,6 @@ def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
 # bits as subnormals. ``read_sum`` keeps the plain sum where the two agree and scales the
 # other back where they do not: the sum as the database would have added it, or +-inf
 # when it is beyond the double range (the callers answer that as such, never as 0).
-SUM_SCALE: Final = 2.0 ** -64
 SCALED_SUM_SQL: Final = f"SUM(`sum` * {SUM_SCALE!r})"  # 5.42e-20: a DOUBLE in MySQL too
 _SUBNORMAL_SLACK: Final = 2.0 ** -900  # what the subnormal terms can lose, generously
 

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from collector.aggregator import Aggregator
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
-from protocol.buckets import RATE_FLOOR, is_finite_bucket, merge
+from protocol.buckets import RATE_FLOOR, SUM_SCALE, is_finite_bucket, merge
 from protocol.graphite.series import divided_sum, fsum
 from protocol.lines import Reason
 from protocol.points import BatchReader, InvalidPoints, Window, batch_points, to_rows
-from store.rollups import SUM_SCALE, read_sum
+from store.rollups import read_sum
 
 NOW = int(time.time())
 BIG = 1e308

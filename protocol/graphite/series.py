@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from protocol.buckets import summary_value
+from protocol.buckets import SUM_SCALE, summary_value
 from protocol.names import Kind
 from protocol.summary import merge as merge_summaries
 
@@ -113,12 +113,9 @@ def fsum(values: Iterable[float]) -> float:
     try:
         return math.fsum(items)
     except OverflowError:  # finite terms: scaled by a power of two they add exactly
-        return math.fsum(v * _SCALE for v in items) / _SCALE
+        return math.fsum(v * SUM_SCALE for v in items) / SUM_SCALE
     except ValueError:  # +inf and -inf among the terms
         return math.nan
-
-
-_SCALE: Final = 2.0 ** -64
 
 
 def divided_sum(values: Sequence[float], divisor: float) -> float:
@@ -126,7 +123,7 @@ def divided_sum(values: Sequence[float], divisor: float) -> float:
     not: the average of two values near 1.8e308 is one of them."""
     total = fsum(values)
     if math.isinf(total):
-        return fsum([v * _SCALE for v in values]) / divisor / _SCALE
+        return fsum([v * SUM_SCALE for v in values]) / divisor / SUM_SCALE
     return total / divisor
 
 
