@@ -67,6 +67,7 @@ from store.rollups import (
     check_table,
     exact_hours,
     exact_minutes,
+    fill_groups_sql,
     group_sketches,
     merge_buckets,
     merge_stored,
@@ -77,7 +78,13 @@ from store.rollups import (
     upsert_assignments,
     window_plan,
 )
-from store.schema import FILL_SKETCHES, MYSQL_MIGRATIONS, CreateTable, Step
+from store.schema import (
+    FILL_OVERFLOWING_ROLLUPS,
+    FILL_SKETCHES,
+    MYSQL_MIGRATIONS,
+    CreateTable,
+    Step,
+)
 
 T = TypeVar("T")
 
@@ -245,7 +252,9 @@ class MySQLStore:
                     if version in done:
                         continue
                     for statement in statements:
-                        if isinstance(statement, Step):
+                        if statement == FILL_OVERFLOWING_ROLLUPS:
+                            await _fill_overflowing_rollups(cursor)
+                        elif isinstance(statement, Step):
                             assert statement == FILL_SKETCHES, statement
                             await _fill_sketches(cursor)
                         elif isinstance(statement, CreateTable):
@@ -1073,6 +1082,22 @@ def _sketch_statements(table: str, rows: list[tuple[int, int, bytes]]) -> list[s
     if values:
         statements.append(head + ",".join(values) + tail)
     return statements
+
+
+async def _fill_overflowing_rollups(cursor: Cursor) -> None:
+    """Migration 2's fill of the groups SQL could not sum safely
+    (store.schema.FILL_OVERFLOWING_ROLLUPS): each group's seconds in ts order, summed
+    by ``rollup`` as a flush sums them, and merged with the flush's guarded upsert."""
+    for head, step in _ROLLUP_HEADS:
+        await cursor.execute(fill_groups_sql(step, "DIV", safe=False))
+        for metric_id, start, *_sums in await cursor.fetchall():
+            await cursor.execute(
+                "SELECT metric_id, ts, cnt, `sum`, mn, mx FROM points_1s "
+                "WHERE metric_id = %s AND ts >= %s AND ts < %s ORDER BY ts",
+                (metric_id, start, start + step))
+            seconds = [(int(m), int(ts), float(c), float(t), float(lo), float(hi))
+                       for m, ts, c, t, lo, hi in await cursor.fetchall()]
+            await cursor.execute(_upsert_statement(head, rollup(seconds, step)))
 
 
 async def _fill_sketches(cursor: Cursor) -> None:

@@ -69,6 +69,27 @@ def upsert_assignments(new: str, least: str, greatest: str) -> str:
     ])
 
 
+# Migration 2 fills the rollups from the seconds an older install stored. SQL adds them,
+# but in the order of the GROUP BY and unguarded: a partial sum could overflow (SQLite
+# would store inf, MariaDB fails with error 1264). So SQL fills only the groups whose
+# absolute values add up to at most half the double range, where no partial sum can
+# overflow, and the others (in practice none) are summed in Python by ``rollup``, the
+# flush's own guard. The sum of absolutes is taken scaled, so it cannot overflow either.
+FILL_SAFE_SQL: Final = (
+    f"SUM(ABS(`sum`) * {SUM_SCALE!r}) <= {MAX_FLOAT * SUM_SCALE / 2!r}"
+)
+
+
+def fill_groups_sql(step: int, div: str, safe: bool) -> str:
+    """The groups of points_1s, per metric and ``step``, that migration 2 fills: the
+    safe ones (summed by SQL) or the others (their sums are not to be used). ``div`` is
+    the dialect's integer division (``DIV`` in MySQL, ``/`` on SQLite's integers)."""
+    having = FILL_SAFE_SQL if safe else f"NOT ({FILL_SAFE_SQL})"
+    return (f"SELECT metric_id, ts {div} {step} * {step} AS t, SUM(cnt), SUM(`sum`), "
+            f"MIN(mn), MAX(mx) FROM points_1s GROUP BY metric_id, t HAVING {having} "
+            "ORDER BY metric_id, t")
+
+
 def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
     """Sum ``rows`` per (metric, step-aligned ts).
 

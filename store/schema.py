@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from store.rollups import fill_groups_sql, upsert_assignments
+
 
 class Step(NamedTuple):
     """A migration step each backend implements in Python, by name."""
@@ -31,6 +33,9 @@ class CreateTable(NamedTuple):
 # for each minute whose every second has mn == mx (its sketch is exact), and each hour
 # all of whose minutes are filled (store.rollups.MinuteFill).
 FILL_SKETCHES: Final = Step("fill_sketches")
+# Migration 2's fill of the groups of seconds whose sum SQL could overflow, after SQL
+# filled all the others (store.rollups.FILL_SAFE_SQL): each summed by store.rollups.rollup.
+FILL_OVERFLOWING_ROLLUPS: Final = Step("fill_overflowing_rollups")
 
 MigrationStep = str | Step | CreateTable
 
@@ -84,10 +89,10 @@ SQLITE_MIGRATIONS: Final[list[tuple[int, list[MigrationStep]]]] = [
             ),
             *(
                 f"INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) "
-                f"SELECT metric_id, ts / {step} * {step} AS t, SUM(cnt), SUM(`sum`), MIN(mn), "
-                f"MAX(mx) FROM points_1s GROUP BY metric_id, t"
+                + fill_groups_sql(step, "/", safe=True)
                 for table, step in (("points_1m", 60), ("points_1h", 3600))
             ),
+            FILL_OVERFLOWING_ROLLUPS,
         ],
     ),
     (
@@ -216,16 +221,15 @@ MYSQL_MIGRATIONS: Final[list[tuple[int, list[MigrationStep]]]] = [
             ) ENGINE=InnoDB"""
                 for table in ("points_1m", "points_1h")
             ),
-            # Additive: never fails on a row a writer added between CREATE and fill.
+            # Additive and guarded as a flush's upsert: a row a writer added between
+            # CREATE and fill is merged into, never a failure.
             *(
                 f"INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) "
-                f"SELECT metric_id, ts DIV {step} * {step} AS t, SUM(cnt), SUM(`sum`), "
-                f"MIN(mn), MAX(mx) FROM points_1s GROUP BY metric_id, t ORDER BY metric_id, t "
-                f"ON DUPLICATE KEY UPDATE cnt = cnt + VALUES(cnt), "
-                f"`sum` = `sum` + VALUES(`sum`), mn = LEAST(mn, VALUES(mn)), "
-                f"mx = GREATEST(mx, VALUES(mx))"
+                + fill_groups_sql(step, "DIV", safe=True) + " ON DUPLICATE KEY UPDATE "
+                + upsert_assignments("VALUES({})", "LEAST", "GREATEST")
                 for table, step in (("points_1m", 60), ("points_1h", 3600))
             ),
+            FILL_OVERFLOWING_ROLLUPS,
         ],
     ),
     (

@@ -60,6 +60,7 @@ from store.rollups import (
     check_table,
     exact_hours,
     exact_minutes,
+    fill_groups_sql,
     group_sketches,
     merge_buckets,
     merge_stored,
@@ -70,7 +71,13 @@ from store.rollups import (
     upsert_assignments,
     window_plan,
 )
-from store.schema import FILL_SKETCHES, SQLITE_MIGRATIONS, CreateTable, Step
+from store.schema import (
+    FILL_OVERFLOWING_ROLLUPS,
+    FILL_SKETCHES,
+    SQLITE_MIGRATIONS,
+    CreateTable,
+    Step,
+)
 
 T = TypeVar("T")
 
@@ -161,7 +168,9 @@ class SQLiteStore:
                     if version in done:
                         continue
                     for statement in statements:
-                        if isinstance(statement, Step):
+                        if statement == FILL_OVERFLOWING_ROLLUPS:
+                            _fill_overflowing_rollups(conn)
+                        elif isinstance(statement, Step):
                             assert statement == FILL_SKETCHES, statement
                             _fill_sketches(conn)
                         elif isinstance(statement, CreateTable):
@@ -751,6 +760,21 @@ def _merge_sketches(conn: sqlite3.Connection, sketches: list[IdSketch]) -> None:
             if row is not None:
                 stored[(metric_id, ts)] = row[0]
         conn.executemany(_SKETCH_UPSERT.format(table=table), merge_stored(level, stored))
+
+
+def _fill_overflowing_rollups(conn: sqlite3.Connection) -> None:
+    """Migration 2's fill of the groups SQL could not sum safely
+    (store.schema.FILL_OVERFLOWING_ROLLUPS): each group's seconds in ts order, summed
+    by ``rollup`` as a flush sums them."""
+    for table, step in ROLLUPS:
+        upsert = _UPSERT_TABLE.format(table=table)
+        for metric_id, start, *_sums in conn.execute(
+                fill_groups_sql(step, "/", safe=False)).fetchall():
+            seconds = conn.execute(
+                "SELECT metric_id, ts, cnt, `sum`, mn, mx FROM points_1s "
+                "WHERE metric_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (metric_id, start, start + step)).fetchall()
+            conn.executemany(upsert, rollup(seconds, step))
 
 
 def _fill_sketches(conn: sqlite3.Connection) -> None:

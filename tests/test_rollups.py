@@ -16,7 +16,7 @@ import pytest
 
 from protocol.buckets import BucketRow
 from store import Batch, PointRow, Store
-from store.rollups import LEVELS, plan_reads, rollup
+from store.rollups import LEVELS, ROLLUPS, plan_reads, rollup
 from tests.mysqldirect import connect
 
 BASE = 1_790_000_000 - 1_790_000_000 % 86400  # a UTC midnight
@@ -160,7 +160,19 @@ async def test_migration_2_fills_the_rollups_from_existing_seconds(
     points = make_points(random.Random(9), ["c.m", "v.n"], 4000, 5 * 3600 + 30)
     await write(store, points, batches=2)
     raw = sorted(table_rows(database_url, "points_1s"))
-    # Back to schema version 1 with the seconds in place, as an old install would be.
+    await migrate_from_version_1(store, database_url)
+    for table, step in (("points_1m", 60), ("points_1h", 3600)):
+        assert table_rows(database_url, table) == set(rollup(raw, step)), table
+    info = await store.get_metric("v.n")
+    assert info is not None
+    end = BASE + 5 * 3600 + 30
+    got = as_rows(await store.read_buckets(info.id, BASE, end, 3600))
+    assert got == expected(points, "v.n", BASE, end, 3600)
+
+
+async def migrate_from_version_1(store: Store, database_url: str) -> None:
+    """Back to schema version 1 with the seconds in place, as an old install would be,
+    and migrated again."""
     with sql(database_url) as cursor:
         cursor.execute("DROP TABLE points_1m")
         cursor.execute("DROP TABLE points_1h")
@@ -172,13 +184,33 @@ async def test_migration_2_fills_the_rollups_from_existing_seconds(
     assert await store.schema_version() == 1
     assert await store.migrate() == [2, 3, 4]
     assert await store.schema_version() == 4
-    for table, step in (("points_1m", 60), ("points_1h", 3600)):
-        assert table_rows(database_url, table) == set(rollup(raw, step)), table
-    info = await store.get_metric("v.n")
+
+
+async def test_migration_2_sums_seconds_near_the_double_range_as_a_flush_does(
+    store: Store, database_url: str
+) -> None:
+    # SQL's SUM over these would overflow (MariaDB: error 1264 on the insert; SQLite:
+    # inf stored). A flush's rollup skips the second that would overflow its minute,
+    # so must the fill: each level equals ``rollup`` of the seconds, and what the
+    # flush itself wrote.
+    big = 1.7e308
+    extreme: list[PointRow] = [
+        ("c.big", "counter", BASE + ts, 1.0, total, total, total)
+        for ts, total in ((1, big), (2, big), (3, -big),  # overflows in order: 2 skipped
+                          (61, big), (62, -big), (63, big))]  # |values| past the range
+    points = make_points(random.Random(5), ["c.m", "v.n"], 1000, 2 * 3600) + extreme
+    await write(store, points, batches=1)
+    raw = sorted(table_rows(database_url, "points_1s"))
+    flushed = {table: table_rows(database_url, table) for table, _step in ROLLUPS}
+    await migrate_from_version_1(store, database_url)
+    for table, step in ROLLUPS:
+        assert table_rows(database_url, table) == set(rollup(raw, step)) == flushed[table]
+    info = await store.get_metric("c.big")
     assert info is not None
-    end = BASE + 5 * 3600 + 30
-    got = as_rows(await store.read_buckets(info.id, BASE, end, 3600))
-    assert got == expected(points, "v.n", BASE, end, 3600)
+    assert {row for row in table_rows(database_url, "points_1m") if row[0] == info.id} == {
+        (info.id, BASE, 2.0, 0.0, -big, big), (info.id, BASE + 60, 3.0, big, -big, big)}
+    assert [row for row in table_rows(database_url, "points_1h") if row[0] == info.id] == [
+        (info.id, BASE, 5.0, big, -big, big)]
 
 
 async def test_retention_per_level(store: Store, database_url: str) -> None:
