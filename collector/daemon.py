@@ -33,7 +33,7 @@ from collector.listeners import (
     udp_kernel_drops,
 )
 from collector.retention import run_retention
-from collector.stats import CollectorStats, LogLimiter
+from collector.stats import CollectorStats, GcClock, LogLimiter
 from store.base import ApiKey, Store, StoreError
 from store.durable import DurableWriter, new_writer_id
 from store.keycache import KeyCache, usable
@@ -95,6 +95,7 @@ class Collector:
         self._tcp_connections: set[TcpProtocol] = set()
         self._stopping = asyncio.Event()
         self._shutting_down = False
+        self.gc_clock = GcClock()  # timed from startup to shutdown
         self._tasks: set[asyncio.Task[None]] = set()  # key lookups
         self._flush_task: asyncio.Task[None] | None = None
         self._housekeeping: list[asyncio.Task[None]] = []  # cancelled at shutdown
@@ -162,6 +163,7 @@ class Collector:
             self._housekeeping.append(asyncio.create_task(run_retention(
                 self.store, config, self.stats, self.writer.store_ready, self._stopping
             )))
+        self.gc_clock.start()
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (by a signal handler), then shut down."""
@@ -203,6 +205,7 @@ class Collector:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._owns_writer and self.writer.spool is not None:
             await self.writer.spool.close()
+        self.gc_clock.stop()
 
     async def _accept_pending(self) -> None:
         """Accept the connections already queued on the listener before closing it

@@ -64,6 +64,9 @@ class CollectorMetrics:
                 "from /proc/net/udp.",
                 kernel_drops,
             )
+        yield counter("gc_seconds", "Time this process spent in Python's cyclic garbage "
+                      "collector (objects made at start-up are frozen out of it).",
+                      daemon.gc_clock.seconds)
         yield counter("flushes", "Batches written to the store.", stats.flushes)
         yield counter("flush_failures", "Batch writes that failed (retried with backoff).",
                       stats.flush_failures)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -13,7 +14,7 @@ from protocol.tokens import redact_tokens as redact_tokens_text
 from protocol.tokens import redact_tokens_bytes
 from store.durable import Histogram, WriterStats
 
-__all__ = ["CollectorStats", "Histogram", "LogLimiter"]
+__all__ = ["CollectorStats", "GcClock", "Histogram", "LogLimiter"]
 
 log = logging.getLogger("glowing_fiesta.drops")
 
@@ -26,6 +27,30 @@ def redact_tokens(sample: bytes | str) -> bytes | str:
     if isinstance(sample, str):
         return redact_tokens_text(sample)
     return redact_tokens_bytes(sample)
+
+
+class GcClock:
+    """Seconds this process spent in Python's cyclic garbage collector, timed by a
+    ``gc.callbacks`` entry while started: the collector's buckets are containers, so the
+    collector runs often under load and a full collection walks every live object."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+    def start(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def stop(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 @dataclass
