@@ -353,7 +353,8 @@ async def _fetch(
     sums = [(p, low, high) for p, low, high in reads if p in merged]
     rows = await asyncio.gather(
         *(store.read_buckets(mid, low, high, own) for mid, low, high, own in bucket_reads),
-        *(store.read_buckets_merged([info.id for _m, info in merged[p]], low, high, step)
+        *(store.read_totals_merged([info.id for _m, info in merged[p]], low, high, step,
+                                   "cnt" if _aggregation(*merged[p][0]) == "count" else "sum")
           for p, low, high in sums),
         *(store.read_sketches(mid, kind, low, high, own)
           for mid, kind, low, high, own in sketch_reads))
@@ -363,10 +364,10 @@ async def _fetch(
                       for (mid, _k, low, high, own), blobs in zip(
                           sketch_reads, rows[len(bucket_reads) + len(sums):], strict=True)}
     out: dict[tuple[str, int, int], list[Series]] = {}
-    for (pattern, low, high), merged_rows in zip(sums, merged_rows_of, strict=True):
+    for (pattern, low, high), totals in zip(sums, merged_rows_of, strict=True):
         match, info = merged[pattern][0]
-        one = _series(glob.Match(pattern, True, False, info.name, match.aggregation), info,
-                      pattern, cast(list[BucketRow], merged_rows), low, high, step)
+        one = _total_series(pattern, cast(list[tuple[int, float]], totals), low, high, step,
+                            _aggregation(match, info))
         one.tags["aggregatedBy"] = "sum"
         out[(pattern, low, high)] = [one]
 
@@ -409,6 +410,22 @@ def _series(match: glob.Match, info: MetricRef, pattern: str, rows: list[BucketR
         _consolidation(aggregation), {"name": match.path},
         (counts, sums) if aggregation == "avg" else None,
     )
+
+
+def _total_series(pattern: str, totals: list[tuple[int, float]], start: int, end: int,
+                  step: int, aggregation: str) -> Series:
+    """A ``sumSeries`` the database added (``_push_down``): its total per step of the
+    counts or sums, zero-filled as additive series are, a rate per second; null where a
+    total is beyond the double range."""
+    by_ts = dict(totals)
+    per = step if aggregation == "rate" else 1
+    steps = bucket_range(start, end, step)
+    values: list[float | None] = []
+    for ts in steps:
+        total = by_ts.get(ts, 0.0)
+        values.append(total / per if math.isfinite(total) else None)
+    return Series(pattern, steps.start, step, values, pattern, _consolidation(aggregation),
+                  {"name": pattern})
 
 
 def _summary_series(match: glob.Match, info: MetricRef, pattern: str, rows: list[BucketRow],

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from protocol.buckets import BucketRow
 from protocol.names import Kind
+from store.rollups import TotalColumn
 
 
 class StoreError(Exception):
@@ -244,12 +245,15 @@ class Store(Protocol):
         """Non-empty buckets of ``interval`` seconds over ``[align(start), end)``."""
         ...
 
-    async def read_buckets_merged(
-        self, metric_ids: Sequence[int], start: int, end: int, interval: int
-    ) -> list[BucketRow]:
-        """``read_buckets`` of several metrics merged into one bucket per interval (sums
-        added, min of mins, max of maxes), computed by the database: a Graphite
-        ``sumSeries`` of many counters reads one row per bucket, not one per series."""
+    async def read_totals_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int,
+        column: TotalColumn,
+    ) -> list[tuple[int, float]]:
+        """The total of ``column`` ("cnt" or "sum", else ValueError) over several
+        metrics, per non-empty bucket of ``interval`` seconds over ``[align(start),
+        end)``: (bucket start, total), ascending; a total is finite, or +-inf where it is
+        beyond the double range. Computed by the database: a Graphite ``sumSeries`` of
+        many counters reads one row per bucket, not one per series, and one column."""
         ...
 
     async def read_sketches(

@@ -64,7 +64,9 @@ from store.rollups import (
     IdSketch,
     MinuteFill,
     SketchDataError,
+    TotalColumn,
     check_table,
+    check_total_column,
     exact_hours,
     exact_minutes,
     fill_groups_sql,
@@ -74,6 +76,7 @@ from store.rollups import (
     plan_reads,
     read_sum,
     rollup,
+    scaled_sum_sql,
     sketch_plan,
     upsert_assignments,
     window_plan,
@@ -106,7 +109,7 @@ _ROLLUP_HEADS = [
 _UPSERT_TAIL = " ON DUPLICATE KEY UPDATE " + upsert_assignments("VALUES({})", "LEAST", "GREATEST")
 SKETCH_CHUNK: Final = 500  # keys locked or read per statement
 SKETCH_STATEMENT_BYTES: Final = 1 << 20  # summary bytes per upsert (2 MB of hex text)
-SPLIT_MERGED_MIN: Final = 16  # read_buckets_merged reads in two halves from 32 metrics on
+SPLIT_MERGED_MIN: Final = 16  # read_totals_merged reads in two halves from 32 metrics on
 
 Cursor = Any  # aiomysql.Cursor: untyped
 
@@ -504,9 +507,11 @@ class MySQLStore:
         await cursor.execute(sql, params)
         return _bucket_rows(await cursor.fetchall())
 
-    async def read_buckets_merged(
-        self, metric_ids: Sequence[int], start: int, end: int, interval: int
-    ) -> list[BucketRow]:
+    async def read_totals_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int,
+        column: TotalColumn,
+    ) -> list[tuple[int, float]]:
+        check_total_column(column)
         start -= start % interval
         reads = plan_reads(start, end, interval)
         ids = [int(metric_id) for metric_id in metric_ids]
@@ -515,53 +520,53 @@ class MySQLStore:
         if len(ids) >= 2 * SPLIT_MERGED_MIN and self.pool_size >= 2:
             # MariaDB runs one statement on one core: two halves on two connections scan
             # in parallel, and merging their ~1,440 buckets costs ~1 ms here.
-            # sumSeries of 100 counters x 1 d at 1 min: p95 ~90 -> see docs/performance.md.
+            # sumSeries of 100 counters x 1 d at 1 min: see docs/grafana.md.
             half = len(ids) // 2
             parts = await asyncio.gather(
-                self._read_merged(ids[:half], start, end, interval, reads),
-                self._read_merged(ids[half:], start, end, interval, reads))
-            return _bucket_rows(_merge_sums(parts))
-        return _bucket_rows(await self._read_merged(ids, start, end, interval, reads))
+                self._read_merged(ids[:half], start, end, interval, reads, column),
+                self._read_merged(ids[half:], start, end, interval, reads, column))
+            return _totals(_merge_totals(parts))
+        return _totals(await self._read_merged(ids, start, end, interval, reads, column))
 
     async def _read_merged(
         self, ids: list[int], start: int, end: int, interval: int,
-        reads: list[tuple[str, int, int]],
-    ) -> list[SumRow]:
+        reads: list[tuple[str, int, int]], column: TotalColumn,
+    ) -> list[TotalRow]:
         marks = ", ".join(["%s"] * len(ids))
 
         def select(table: str) -> str:
             # A level stored at the interval groups by ts itself: ~35% faster here than
-            # by an expression over 100 metrics x 1,440 rows.
+            # by an expression over 100 metrics x 1,440 rows. Only the one column: all
+            # five aggregates cost ~20% more (one read of 100 counters x 1 d, interleaved).
             bucket = "ts" if STEPS[table] == interval else f"ts DIV {interval:d} * {interval:d}"
-            return (f"SELECT {bucket} AS bucket, SUM(cnt) AS c, SUM(`sum`) AS s, "
-                    f"{SCALED_SUM_SQL} AS z, MIN(mn) AS lo, MAX(mx) AS hi FROM {table} "
+            return (f"SELECT {bucket} AS bucket, SUM(`{column}`) AS s, "
+                    f"{scaled_sum_sql(column)} AS z FROM {table} "
                     f"WHERE metric_id IN ({marks}) AND ts >= %s AND ts < %s GROUP BY bucket")
 
         if len(reads) == 1:  # one level (an aligned range): its buckets are the answer
             merged = select(reads[0][0])  # (a second GROUP BY over them cost ~25% here)
         else:
-            merged = ("SELECT bucket, SUM(c) AS c, SUM(s) AS s, SUM(z) AS z, MIN(lo) AS lo, "
-                      "MAX(hi) AS hi FROM ("
+            merged = ("SELECT bucket, SUM(s) AS s, SUM(z) AS z FROM ("
                       + " UNION ALL ".join(select(table) for table, _l, _h in reads)
                       + ") AS levels GROUP BY bucket")
         params = [value for _table, low, high in reads for value in (*ids, low, high)]
 
-        async def run(cursor: Cursor) -> list[SumRow]:
+        async def run(cursor: Cursor) -> list[TotalRow]:
             if (end - start) // interval <= CONCAT_MAX_ROWS:  # decoded in bulk: see _read_rows
                 await cursor.execute("SET SESSION group_concat_max_len = 16777216")
                 await cursor.execute(
-                    "SELECT COUNT(*), GROUP_CONCAT(bucket, ',', c, ',', s, ',', z, ',', lo, ',', "
-                    f"hi ORDER BY bucket SEPARATOR ',') FROM ({merged}) AS buckets", params)
+                    "SELECT COUNT(*), GROUP_CONCAT(bucket, ',', s, ',', z ORDER BY bucket "
+                    f"SEPARATOR ',') FROM ({merged}) AS buckets", params)
                 count, text = await cursor.fetchone()
                 if not count:
                     return []
-                values = list(map(float, text.split(",")))
-                if len(values) == 6 * count:
-                    return list(zip(map(int, values[0::6]), values[1::6], values[2::6],
-                                    values[3::6], values[4::6], values[5::6], strict=True))
+                values = list(map(float, text.split(",")))  # a NULL sum: a row left out
+                if len(values) == 3 * count:
+                    return list(zip(map(int, values[0::3]), values[1::3], values[2::3],
+                                    strict=True))
             await cursor.execute(merged + " ORDER BY bucket", params)
-            return [(int(r[0]), float(r[1]), optional_float(r[2]), float(r[3]),
-                     float(r[4]), float(r[5])) for r in await cursor.fetchall()]
+            return [(int(r[0]), optional_float(r[1]), float(r[2]))
+                    for r in await cursor.fetchall()]
 
         return await self._run(run)
 
@@ -1171,21 +1176,27 @@ def _bucket_rows(rows: Sequence[Sequence[Any]]) -> list[BucketRow]:
                       float(hi)) for ts, c, s, z, lo, hi in rows]
 
 
-def _merge_sums(parts: Sequence[list[SumRow]]) -> list[SumRow]:
-    """The summed rows of the same buckets read in parts (of the metrics), merged: the
-    plain and the scaled sums each added, so ``read_sum`` sees the whole bucket."""
+# (bucket, SUM(column), its scaled sum): a merged total before ``read_sum``.
+TotalRow = tuple[int, float | None, float]
+
+
+def _totals(rows: Sequence[TotalRow]) -> list[tuple[int, float]]:
+    """Merged totals, each checked (``read_sum``): finite, or +-inf."""
+    return [(ts, read_sum(total, scaled)) for ts, total, scaled in rows]
+
+
+def _merge_totals(parts: Sequence[list[TotalRow]]) -> list[TotalRow]:
+    """The totals of the same buckets read in parts (of the metrics), merged: the plain
+    and the scaled sums each added, so ``read_sum`` sees the whole bucket."""
     merged: dict[int, list[Any]] = {}
     for rows in parts:
-        for ts, c, s, z, lo, hi in rows:
+        for ts, total, scaled in rows:
             into = merged.get(ts)
             if into is None:
-                merged[ts] = [c, s, z, lo, hi]
+                merged[ts] = [total, scaled]
                 continue
-            into[0] += c
-            into[1] = None if s is None or into[1] is None else into[1] + s  # inf: read_sum
-            into[2] += z
-            into[3] = min(into[3], lo)
-            into[4] = max(into[4], hi)
+            into[0] = None if total is None or into[0] is None else into[0] + total
+            into[1] += scaled
     return [(ts, *merged[ts]) for ts in sorted(merged)]
 
 

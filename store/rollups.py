@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 from protocol import summary
 from protocol.buckets import SUM_SCALE
@@ -129,7 +129,21 @@ def rollup(rows: list[IdRow], step: int) -> list[IdRow]:
 # bits as subnormals. ``read_sum`` keeps the plain sum where the two agree and scales the
 # other back where they do not: the sum as the database would have added it, or +-inf
 # when it is beyond the double range (the callers answer that as such, never as 0).
-SCALED_SUM_SQL: Final = f"SUM(`sum` * {SUM_SCALE!r})"  # 5.42e-20: a DOUBLE in MySQL too
+TotalColumn = Literal["cnt", "sum"]  # the columns a merged read totals
+
+
+def scaled_sum_sql(column: TotalColumn) -> str:
+    """``SUM`` of a column scaled by 2**-64 (5.42e-20: a DOUBLE in MySQL too)."""
+    return f"SUM(`{column}` * {SUM_SCALE!r})"
+
+
+def check_total_column(column: str) -> None:
+    """A merged read totals only these columns (each a name in its SQL)."""
+    if column not in ("cnt", "sum"):
+        raise ValueError(f"cannot total column {column!r}")
+
+
+SCALED_SUM_SQL: Final = scaled_sum_sql("sum")
 _SUBNORMAL_SLACK: Final = 2.0 ** -900  # what the subnormal terms can lose, generously
 
 

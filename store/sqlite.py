@@ -57,7 +57,9 @@ from store.rollups import (
     IdSketch,
     MinuteFill,
     SketchDataError,
+    TotalColumn,
     check_table,
+    check_total_column,
     exact_hours,
     exact_minutes,
     fill_groups_sql,
@@ -67,6 +69,7 @@ from store.rollups import (
     plan_reads,
     read_sum,
     rollup,
+    scaled_sum_sql,
     sketch_plan,
     upsert_assignments,
     window_plan,
@@ -349,9 +352,11 @@ class SQLiteStore:
 
         return await self._read(run)
 
-    async def read_buckets_merged(
-        self, metric_ids: Sequence[int], start: int, end: int, interval: int
-    ) -> list[BucketRow]:
+    async def read_totals_merged(
+        self, metric_ids: Sequence[int], start: int, end: int, interval: int,
+        column: TotalColumn,
+    ) -> list[tuple[int, float]]:
+        check_total_column(column)
         start -= start % interval
         reads = plan_reads(start, end, interval)
         ids = [int(metric_id) for metric_id in metric_ids]
@@ -359,18 +364,18 @@ class SQLiteStore:
             return []
         marks = ", ".join("?" * len(ids))
 
-        def run(conn: sqlite3.Connection) -> list[BucketRow]:
+        def run(conn: sqlite3.Connection) -> list[tuple[int, float]]:
             parts = [
-                f"SELECT ts / {interval:d} * {interval:d} AS bucket, cnt, `sum`, mn, mx "
+                f"SELECT ts / {interval:d} * {interval:d} AS bucket, `{column}` "
                 f"FROM {table} WHERE metric_id IN ({marks}) AND ts >= ? AND ts < ?"
                 for table, _low, _high in reads
             ]
             rows = conn.execute(
-                f"SELECT bucket, SUM(cnt), SUM(`sum`), {SCALED_SUM_SQL}, MIN(mn), MAX(mx) "
+                f"SELECT bucket, SUM(`{column}`), {scaled_sum_sql(column)} "
                 "FROM (" + " UNION ALL ".join(parts) + ") GROUP BY bucket ORDER BY bucket",
                 [value for _table, low, high in reads for value in (*ids, low, high)],
             ).fetchall()
-            return [BucketRow(ts, c, read_sum(s, z), lo, hi) for ts, c, s, z, lo, hi in rows]
+            return [(ts, read_sum(total, scaled)) for ts, total, scaled in rows]
 
         return await self._read(run)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.buckets import BucketRow
 from store import Batch, Store
 
 BASE = 1_700_000_000 - 1_700_000_000 % 3600
@@ -21,17 +20,20 @@ async def test_merged_read_is_the_merge_of_the_single_reads(store: Store, metric
     ids = [info.id for info in infos]
     for start, end, interval in ((BASE, BASE + 7300, 60), (BASE + 17, BASE + 7211, 1),
                                  (BASE, BASE + 7300, 3600), (BASE + 61, BASE + 7000, 600)):
-        merged: dict[int, list[float]] = {}
+        counts: dict[int, float] = {}
+        sums: dict[int, float] = {}
         for metric_id in ids:
             for row in await store.read_buckets(metric_id, start, end, interval):
-                into = merged.setdefault(row.ts, [0.0, 0.0, row.mn, row.mx])
-                into[0] += row.cnt
-                into[1] += row.sum
-                into[2] = min(into[2], row.mn)
-                into[3] = max(into[3], row.mx)
-        expected = [BucketRow(ts, *values) for ts, values in sorted(merged.items())]
-        assert await store.read_buckets_merged(ids, start, end, interval) == expected
-    assert await store.read_buckets_merged([], BASE, BASE + 60, 60) == []
+                counts[row.ts] = counts.get(row.ts, 0.0) + row.cnt
+                sums[row.ts] = sums.get(row.ts, 0.0) + row.sum
+        assert counts  # the ranges hold data
+        assert await store.read_totals_merged(ids, start, end, interval, "cnt") == sorted(
+            counts.items())
+        assert await store.read_totals_merged(ids, start, end, interval, "sum") == sorted(
+            sums.items())
+    assert await store.read_totals_merged([], BASE, BASE + 60, 60, "sum") == []
+    with pytest.raises(ValueError, match="cannot total"):
+        await store.read_totals_merged(ids, BASE, BASE + 60, 60, "mx")  # type: ignore[arg-type]
 
 
 async def test_metric_refs_are_the_listing_without_first_and_last(store: Store) -> None:

@@ -343,6 +343,7 @@ async def test_sums_added_by_the_database_equal_sums_added_here(
         "sumSeries(scale(app.*.requests, 1))",  # a call inside
         "sumSeries(app.web1.requests, app.web1.latency)",  # a value among them
         "sumSeries(app.web1.latency.count, app.web1.requests.count)",  # counts: merged
+        "sumSeries(app.web1.requests.rate, app.web2.requests.rate)",  # rates: merged
     ], **common)
     end = base + SPAN
     web1 = await json_api(client, token, "app.web1.requests", base, end, "1m")
@@ -358,3 +359,8 @@ async def test_sums_added_by_the_database_equal_sums_added_here(
     assert body[2]["target"] == "sumSeries(scale(app.web1.requests,1),scale(app.web2.requests,1))"
     assert points(body[3]) == {ts: web1[ts] + (latency[ts] or 0) for ts in web1}
     assert points(body[4]) == {ts: counts[ts] + web1_counts[ts] for ts in web1}
+    rates = [await json_api(client, token, f"app.{host}.requests", base, end, "1m", "rate")
+             for host in ("web1", "web2")]
+    assert rates[0] and points(body[5]) == pytest.approx(  # (a + b) / 60, not a / 60 + b / 60
+        {ts: rates[0][ts] + rates[1][ts] for ts in web1}, rel=1e-12)
+    assert body[5]["tags"]["aggregatedBy"] == "sum"

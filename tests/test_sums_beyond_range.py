@@ -75,9 +75,10 @@ async def test_a_coarse_read_beyond_the_range_is_inf_never_a_wrong_number(store:
         BucketRow(day, 2.0, math.inf, BIG, BIG)]
 
     # Merged across metrics: up and down cancel exactly, up and back do not fit.
-    assert await store.read_buckets_merged([up, down], day, end, DAY) == [
-        BucketRow(day, 4.0, 0.0, -BIG, BIG)]
-    assert (await store.read_buckets_merged([up, back], day, end, DAY))[0].sum == math.inf
+    assert await store.read_totals_merged([up, down], day, end, DAY, "sum") == [(day, 0.0)]
+    assert await store.read_totals_merged([up, down], day, end, DAY, "cnt") == [(day, 4.0)]
+    assert await store.read_totals_merged([up, back], day, end, DAY, "sum") == [
+        (day, math.inf)]
 
     windows = await store.read_windows([up, down, back], day, end)
     assert (windows[up].sum, windows[down].sum, windows[back].sum) == (math.inf, -math.inf, BIG)
@@ -95,14 +96,16 @@ async def test_a_merged_read_in_halves_adds_what_each_half_cannot(store: Store) 
     ids = await write(store, rows)
     plus = [ids[f"part.p{i:02d}"] for i in range(count // 2)]  # the first half: 2**1024
     minus = [ids[f"part.n{i:02d}"] for i in range(count // 2 - 1)] + [ids["part.zero"]]
-    got = await store.read_buckets_merged(plus + minus, day, day + DAY, DAY)
-    assert got == [BucketRow(day, float(count), PART, -PART, PART)]  # 16 - 15 parts
-    got = await store.read_buckets_merged([*plus, ids["part.last"], *minus[1:]], day,
-                                          day + DAY, DAY)
-    assert got[0].sum == 3 * PART  # 17 - 14
-    everything = await store.read_buckets_merged([*plus, ids["part.last"]], day, day + DAY,
-                                                 HOUR)
-    assert [row.sum for row in everything] == [math.inf]  # 17 parts: 2**1024 and more
+    got = await store.read_totals_merged(plus + minus, day, day + DAY, DAY, "sum")
+    assert got == [(day, PART)]  # 16 - 15 parts
+    assert await store.read_totals_merged(plus + minus, day, day + DAY, DAY, "cnt") == [
+        (day, float(count))]
+    got = await store.read_totals_merged([*plus, ids["part.last"], *minus[1:]], day,
+                                         day + DAY, DAY, "sum")
+    assert got == [(day, 3 * PART)]  # 17 - 14
+    everything = await store.read_totals_merged([*plus, ids["part.last"]], day, day + DAY,
+                                                HOUR, "sum")
+    assert everything == [(ts, math.inf)]  # 17 parts: 2**1024 and more
 
 
 async def get(client: Any, token: str, path: str, **params: str) -> tuple[int, Any]:
