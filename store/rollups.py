@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar, get_args
 
 from protocol import summary
 from protocol.buckets import SUM_SCALE
@@ -138,8 +138,8 @@ def scaled_sum_sql(column: TotalColumn) -> str:
 
 
 def check_total_column(column: str) -> None:
-    """A merged read totals only these columns (each a name in its SQL)."""
-    if column not in ("cnt", "sum"):
+    """A merged read totals only ``TotalColumn``'s columns (each a name in its SQL)."""
+    if column not in get_args(TotalColumn):
         raise ValueError(f"cannot total column {column!r}")
 
 

@@ -133,32 +133,19 @@ async def test_tcp_connections_are_counted(daemon: Collector, admin_url: str) ->
 
 
 async def test_gc_seconds_count_the_collections_while_the_daemon_runs(
-    sqlite_url: str, tmp_path: Path
+    daemon: Collector, admin_url: str
 ) -> None:
-    store = open_store(sqlite_url)
-    await store.migrate()
-    collector = Collector(CollectorConfig(udp_port=0, state_dir=tmp_path), store)
-    await collector.startup()
-    try:
-        runner = await start_admin(AdminConfig(port=0), collector)
-        assert runner is not None
-        try:
-            host, port = runner.addresses[0][:2]
-            before = value(await scrape(f"http://{host}:{port}"), "gf_collector_gc_seconds_total")
-            for _ in range(20):  # full collections of this process's heap: measurable time
-                gc.collect()
-            after = value(await scrape(f"http://{host}:{port}"), "gf_collector_gc_seconds_total")
-        finally:
-            await runner.cleanup()
-        assert after > before
-        assert collector.gc_clock in gc.callbacks
-    finally:
-        await collector.shutdown()
-        await store.close()
-    assert collector.gc_clock not in gc.callbacks  # one process, many daemons: none left
-    stopped = collector.gc_clock.seconds
+    before = value(await scrape(admin_url), "gf_collector_gc_seconds_total")
+    for _ in range(20):  # full collections of this process's heap: measurable time
+        gc.collect()
+    after = value(await scrape(admin_url), "gf_collector_gc_seconds_total")
+    assert after > before
+    assert daemon.gc_clock in gc.callbacks
+    await daemon.shutdown()  # (the fixture's shutdown then does nothing)
+    assert daemon.gc_clock not in gc.callbacks  # one process, many daemons: none left
+    stopped = daemon.gc_clock.seconds
     gc.collect()
-    assert collector.gc_clock.seconds == stopped
+    assert daemon.gc_clock.seconds == stopped
 
 
 async def test_healthz_answers_when_the_store_does(admin_url: str) -> None:
