@@ -8,9 +8,10 @@
  * feed(data, pos, now, max_age, max_len, known, buckets, capacity, sketches, gauges,
  *      alpha_bp, value_sketches, quiet) -> (pos, added, created, tagged, drops)
  *   Aggregates, from byte offset ``pos`` on, every line that is valid and whose head
- *   (the bytes before ":") is in ``known`` (head -> (name, kind): unkeyed names whose
- *   kind is fixed: the name cache) with a matching kind, into ``buckets`` (epoch second
- *   -> name -> [cnt, sum, mn, mx, kind]) and, unless ``sketches`` is None, a value
+ *   (the bytes before ":") is in ``known`` (a HeadTable, below: head -> (name, kind) of
+ *   unkeyed names whose kind is fixed: the name cache) with a matching kind, into
+ *   ``buckets`` (epoch second -> name -> [cnt, sum, mn, mx, kind]) and, unless
+ *   ``sketches`` is None, a value
  *   sample also into ``sketches`` (minute -> name -> protocol._sketch.Sketch of
  *   ``alpha_bp``, weight 1/rate), through the capsule API of protocol/sketch_capi.h;
  *   a value bucket then holds its minute's sketch too, [cnt, sum, mn, mx, kind, sketch]. A
@@ -35,6 +36,11 @@
  *   (tests/test_fastfeed_differential.py), which hold it bit for bit against the
  *   Python parser.
  *
+ * HeadTable()
+ *   The name cache feed() reads: a mapping head (bytes) -> (name, kind) with len, in,
+ *   [], get, pop, clear, and forget_buckets(), which Aggregator calls whenever a bucket
+ *   may leave its second's table (each entry remembers the bucket its name last used).
+ *
  * has_sketches() -> bool
  *   Whether protocol._sketch's capsule imports: without it feed() takes no sketches.
  *
@@ -56,9 +62,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
 #include <sys/socket.h> /* recvmmsg: Python.h defines _GNU_SOURCE */
@@ -393,6 +401,334 @@ static GfSketchCAPI *get_sketch_api(void) {
     return sketch_api;
 }
 
+/* HeadTable: the name cache of the C pass (Aggregator._known when the C pass runs), a
+ * hash table of line head (bytes) -> (name, kind), keyed by the head's bytes so a line
+ * is looked up without making a bytes object. With 10,000 names the dict it replaces
+ * cost a line three cache misses (index, entry, key) before the second's table cost
+ * three more (the name's hash, index, entry): a perf profile put dict lookups at 34% of
+ * the daemon (docs/performance.md). Here a line costs the index slot and the entry,
+ * which also remembers the bucket the entry's name last used (``bucket``, of second
+ * ``ts``), so a name's second sample in a second finds its bucket without the second's
+ * table.
+ *
+ * Aggregator calls forget_buckets() whenever a bucket may have left its second's table
+ * (take(), a dropped kind), and nothing else removes or replaces a bucket (Python's add
+ * merges into the list it finds; C drops only empty tables). So a remembered bucket is
+ * always the one in buckets[ts][name]. It is held by a strong reference all the same
+ * (were that ever broken, a stale bucket would be live memory, never freed memory);
+ * forget_buckets() drops them all, so taken buckets are freed with their batch.
+ *
+ * The layout is CPython's compact dict: an index of slots (int32, open addressing,
+ * CPython's perturbed probe) into a dense array of entries. Hashes are Python's own
+ * (siphash13 of the bytes, seeded per process): a flood of colliding heads cannot be
+ * built offline. No GC support: it holds bytes, str and bucket lists, and none of those
+ * can refer back to it. */
+#define SLOT_EMPTY (-1)
+#define SLOT_DELETED (-2)
+
+/* An entry is two cache lines, holding the head's first INLINE_HEAD bytes: comparing
+ * a head then reads no bytes object (that read was the costliest miss of a lookup). */
+#define INLINE_HEAD 72
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *head;   /* bytes; NULL for an entry popped since the last rebuild */
+    PyObject *name;   /* str */
+    PyObject *kind;   /* str, as given */
+    long long ts;     /* the second of ``bucket`` */
+    PyObject *bucket; /* the bucket list feed last added this name's sample to, or NULL */
+    int kind_index;   /* kind's index in kind_objects (equal, not only identical), or -1 */
+    int head_len;
+    char inline_head[INLINE_HEAD]; /* the head's first bytes */
+} head_entry;
+
+typedef struct {
+    PyObject_HEAD
+    int32_t *index;         /* mask + 1 slots: an entry's position, or SLOT_* */
+    size_t mask;
+    head_entry *entries;
+    Py_ssize_t used;        /* entries[0:used] (popped ones included) */
+    Py_ssize_t allocated;   /* room in entries */
+    Py_ssize_t live;        /* entries with a head: len() */
+} HeadTable;
+
+_Static_assert(sizeof(head_entry) == 128, "a head entry is two cache lines");
+
+static PyTypeObject HeadTable_Type;
+
+#define MAX_HEADS ((Py_ssize_t)1 << 28) /* int32 positions, with room to spare */
+
+static void entry_clear(head_entry *e) {
+    Py_CLEAR(e->head);
+    Py_CLEAR(e->name);
+    Py_CLEAR(e->kind);
+    Py_CLEAR(e->bucket);
+}
+
+static inline int head_equal(const head_entry *e, const char *p, Py_ssize_t len) {
+    if (len <= INLINE_HEAD) return memcmp(e->inline_head, p, (size_t)len) == 0;
+    return memcmp(e->inline_head, p, INLINE_HEAD) == 0 &&
+           memcmp(PyBytes_AS_STRING(e->head) + INLINE_HEAD, p + INLINE_HEAD,
+                  (size_t)(len - INLINE_HEAD)) == 0;
+}
+
+static head_entry *head_find(HeadTable *t, Py_hash_t hash, const char *p, Py_ssize_t len,
+                             size_t *slot_out) {
+    size_t perturb = (size_t)hash, i = (size_t)hash & t->mask;
+    for (;;) {
+        int32_t ix = t->index[i];
+        if (ix == SLOT_EMPTY) {
+            if (slot_out) *slot_out = i;
+            return NULL;
+        }
+        if (ix >= 0) {
+            head_entry *e = &t->entries[ix];
+            if (e->hash == hash && (Py_ssize_t)e->head_len == len && head_equal(e, p, len)) {
+                if (slot_out) *slot_out = i;
+                return e;
+            }
+        }
+        perturb >>= 5;
+        i = (i * 5 + perturb + 1) & t->mask;
+    }
+}
+
+/* Rebuild for at least ``need`` live entries: compact the entries (dropping popped
+ * ones), size the index to at most 2/3 full, and reinsert. */
+static int head_rebuild(HeadTable *t, Py_ssize_t need) {
+    size_t slots = 8;
+    while (slots * 2 < (size_t)need * 3 + 3) slots *= 2;
+    Py_ssize_t room = need < 8 ? 8 : need;
+    int32_t *index = PyMem_Malloc(slots * sizeof(int32_t));
+    /* aligned: an entry is then exactly two cache lines */
+    head_entry *entries = aligned_alloc(64, (size_t)room * sizeof(head_entry));
+    if (!index || !entries) {
+        PyMem_Free(index);
+        free(entries);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(index, 0xff, slots * sizeof(int32_t)); /* SLOT_EMPTY */
+    Py_ssize_t n = 0;
+    for (Py_ssize_t k = 0; k < t->used; k++) {
+        head_entry *e = &t->entries[k];
+        if (!e->head) continue;
+        entries[n] = *e;
+        size_t perturb = (size_t)e->hash, i = (size_t)e->hash & (slots - 1);
+        while (index[i] != SLOT_EMPTY) {
+            perturb >>= 5;
+            i = (i * 5 + perturb + 1) & (slots - 1);
+        }
+        index[i] = (int32_t)n++;
+    }
+    PyMem_Free(t->index);
+    free(t->entries);
+    t->index = index;
+    t->mask = slots - 1;
+    t->entries = entries;
+    t->used = n;
+    t->allocated = room;
+    return 0;
+}
+
+static PyObject *HeadTable_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "HeadTable() takes no arguments");
+        return NULL;
+    }
+    HeadTable *t = (HeadTable *)type->tp_alloc(type, 0);
+    if (!t) return NULL;
+    if (head_rebuild(t, 0) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void head_clear_all(HeadTable *t) {
+    for (Py_ssize_t k = 0; k < t->used; k++) entry_clear(&t->entries[k]);
+    t->used = t->live = 0;
+    if (t->index) memset(t->index, 0xff, (t->mask + 1) * sizeof(int32_t));
+}
+
+static void HeadTable_dealloc(HeadTable *t) {
+    head_clear_all(t);
+    PyMem_Free(t->index);
+    free(t->entries);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+/* The head's bytes and hash, or -1 with TypeError. */
+static int head_key(PyObject *head, Py_hash_t *hash) {
+    if (!PyBytes_CheckExact(head)) {
+        PyErr_SetString(PyExc_TypeError, "HeadTable keys are bytes");
+        return -1;
+    }
+    *hash = PyObject_Hash(head); /* the bytes' own hash: the one feed computes */
+    return *hash == -1 ? -1 : 0;
+}
+
+static int head_set(HeadTable *t, PyObject *head, PyObject *value) {
+    Py_hash_t hash;
+    if (head_key(head, &hash) < 0) return -1;
+    size_t slot;
+    head_entry *e = head_find(t, hash, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), &slot);
+    if (!value) { /* del table[head] */
+        if (!e) {
+            PyErr_SetObject(PyExc_KeyError, head);
+            return -1;
+        }
+        t->index[slot] = SLOT_DELETED;
+        entry_clear(e);
+        t->live--;
+        return 0;
+    }
+    if (!PyTuple_CheckExact(value) || PyTuple_GET_SIZE(value) != 2 ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(value, 0)) ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(value, 1))) {
+        PyErr_SetString(PyExc_TypeError, "HeadTable values are (name, kind) str pairs");
+        return -1;
+    }
+    PyObject *name = PyTuple_GET_ITEM(value, 0), *kind = PyTuple_GET_ITEM(value, 1);
+    int kind_index = -1;
+    for (int k = 0; k < KIND_COUNT && kind_index < 0; k++) {
+        int same = PyUnicode_Compare(kind, kind_objects[k]);
+        if (same == -1 && PyErr_Occurred()) return -1;
+        if (same == 0) kind_index = k;
+    }
+    if (!e) {
+        if (PyBytes_GET_SIZE(head) > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "HeadTable: a head longer than INT_MAX");
+            return -1;
+        }
+        if (t->live >= MAX_HEADS) {
+            PyErr_SetString(PyExc_OverflowError, "HeadTable is full");
+            return -1;
+        }
+        /* grow (or only compact) when the entries or the index would be too full */
+        if (t->used == t->allocated || (size_t)(t->used + 1) * 3 > (t->mask + 1) * 2) {
+            if (head_rebuild(t, t->live + 1 > t->live * 2 ? t->live + 1 : t->live * 2) < 0)
+                return -1;
+            head_find(t, hash, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), &slot);
+        }
+        e = &t->entries[t->used];
+        memset(e, 0, sizeof *e);
+        e->hash = hash;
+        e->head = Py_NewRef(head);
+        e->head_len = (int)PyBytes_GET_SIZE(head);
+        memcpy(e->inline_head, PyBytes_AS_STRING(head),
+               (size_t)(e->head_len < INLINE_HEAD ? e->head_len : INLINE_HEAD));
+        t->index[slot] = (int32_t)t->used++;
+        t->live++;
+    }
+    Py_XSETREF(e->name, Py_NewRef(name));
+    Py_XSETREF(e->kind, Py_NewRef(kind));
+    e->kind_index = kind_index;
+    Py_CLEAR(e->bucket); /* another name's bucket is never this one's */
+    return 0;
+}
+
+static head_entry *head_get(HeadTable *t, PyObject *head) {
+    Py_hash_t hash;
+    if (head_key(head, &hash) < 0) return NULL;
+    return head_find(t, hash, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), NULL);
+}
+
+static PyObject *entry_value(const head_entry *e) { return PyTuple_Pack(2, e->name, e->kind); }
+
+static Py_ssize_t HeadTable_len(HeadTable *t) { return t->live; }
+
+static PyObject *HeadTable_subscript(HeadTable *t, PyObject *head) {
+    head_entry *e = head_get(t, head);
+    if (e) return entry_value(e);
+    if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, head);
+    return NULL;
+}
+
+static int HeadTable_ass_subscript(HeadTable *t, PyObject *head, PyObject *value) {
+    return head_set(t, head, value);
+}
+
+static int HeadTable_contains(HeadTable *t, PyObject *head) {
+    head_entry *e = head_get(t, head);
+    return e ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *HeadTable_get(HeadTable *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(head, default=None)");
+        return NULL;
+    }
+    head_entry *e = head_get(t, args[0]);
+    if (e) return entry_value(e);
+    if (PyErr_Occurred()) return NULL;
+    return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *HeadTable_pop(HeadTable *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(head[, default])");
+        return NULL;
+    }
+    head_entry *e = head_get(t, args[0]);
+    if (!e) {
+        if (PyErr_Occurred()) return NULL;
+        if (nargs == 2) return Py_NewRef(args[1]);
+        PyErr_SetObject(PyExc_KeyError, args[0]);
+        return NULL;
+    }
+    PyObject *value = entry_value(e);
+    if (!value || head_set(t, args[0], NULL) < 0) {
+        Py_XDECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+static PyObject *HeadTable_clear(HeadTable *t, PyObject *unused) {
+    (void)unused;
+    head_clear_all(t);
+    return Py_NewRef(Py_None);
+}
+
+static PyObject *HeadTable_forget_buckets(HeadTable *t, PyObject *unused) {
+    (void)unused;
+    for (Py_ssize_t k = 0; k < t->used; k++) Py_CLEAR(t->entries[k].bucket);
+    return Py_NewRef(Py_None);
+}
+
+static PyMethodDef HeadTable_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))HeadTable_get, METH_FASTCALL,
+     "get(head, default=None) -> (name, kind) or default"},
+    {"pop", (PyCFunction)(void (*)(void))HeadTable_pop, METH_FASTCALL,
+     "pop(head[, default]) -> (name, kind), removed"},
+    {"clear", (PyCFunction)HeadTable_clear, METH_NOARGS, "Remove every head."},
+    {"forget_buckets", (PyCFunction)HeadTable_forget_buckets, METH_NOARGS,
+     "Drop the buckets feed remembered: call it whenever a bucket may leave its table."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods HeadTable_mapping = {
+    (lenfunc)HeadTable_len, (binaryfunc)HeadTable_subscript,
+    (objobjargproc)HeadTable_ass_subscript,
+};
+
+static PySequenceMethods HeadTable_sequence = {
+    .sq_contains = (objobjproc)HeadTable_contains,
+};
+
+static PyTypeObject HeadTable_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collector._fastfeed.HeadTable",
+    .tp_basicsize = sizeof(HeadTable),
+    .tp_dealloc = (destructor)HeadTable_dealloc,
+    .tp_as_mapping = &HeadTable_mapping,
+    .tp_as_sequence = &HeadTable_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "line head (bytes) -> (name, kind): the C pass's name cache; see _fastfeed.c",
+    .tp_methods = HeadTable_methods,
+    .tp_new = HeadTable_new,
+};
+
 /* outer[key] -> the inner dict, made if missing (borrowed, or NULL + error): buckets by
  * second, sketches by minute. */
 static PyObject *table_for(PyObject *outer, long long key_value) {
@@ -493,24 +829,46 @@ static int update_bucket(PyObject *bucket, double new_cnt, double new_sum, doubl
     return slot < 0 ? 0 : set_float(&items[slot], value);
 }
 
-static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double value,
-                      double rate, Py_ssize_t *created, Py_ssize_t capacity,
-                      PyObject *sketch_table, int alpha_bp, pending_samples *pending) {
+/* Where a sample goes: ``bucket``, the one the head table remembered for this name
+ * and second (then ``table`` and ``sketch_table`` are not needed: NULL), or the one
+ * in ``table`` (the second's), made if missing. ``sketched``: a value with sketches
+ * on, whose new bucket takes its sketch from ``sketch_table`` (the minute's). ``*used``
+ * is set to the bucket added to (borrowed: its table holds it). */
+typedef struct {
+    PyObject *bucket, *table, *sketch_table;
+    int sketched;
+    PyObject *used;
+} bucket_place;
+
+/* The bucket of ``place``: remembered, or looked up in its table (borrowed, NULL if
+ * none; -1 on error). */
+static int find_bucket(bucket_place *place, PyObject *name, PyObject **bucket) {
+    *bucket = place->bucket;
+    if (*bucket) return 0;
+    *bucket = PyDict_GetItemWithError(place->table, name);
+    return !*bucket && PyErr_Occurred() ? -1 : 0;
+}
+
+static int add_sample(bucket_place *place, PyObject *name, PyObject *kind, double value,
+                      double rate, Py_ssize_t *created, Py_ssize_t capacity, int alpha_bp,
+                      pending_samples *pending) {
     double weight = 1.0, total = value;
     if (rate != 1.0) {
         weight = 1.0 / rate;
         total = value * weight;
     }
-    PyObject *bucket = PyDict_GetItemWithError(table, name); /* borrowed */
-    if (!bucket && PyErr_Occurred()) return -1;
+    PyObject *bucket; /* borrowed */
+    if (find_bucket(place, name, &bucket) < 0) return -1;
+    PyObject *table = place->table, *sketch_table = place->sketch_table;
     /* A value bucket carries its minute's sketch (slot 5): one dict lookup per
      * metric-second, not per sample. */
-    Py_ssize_t size = sketch_table ? 6 : 5;
+    int sketched = place->sketched;
+    Py_ssize_t size = sketched ? 6 : 5;
     PyObject *sketch = NULL; /* borrowed */
     if (bucket) {
         if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != size) return 0;
-        if (sketch_table) sketch = PyList_GET_ITEM(bucket, 5);
-    } else if (sketch_table) {
+        if (sketched) sketch = PyList_GET_ITEM(bucket, 5);
+    } else if (sketched) {
         sketch = PyDict_GetItemWithError(sketch_table, name);
         if (!sketch && PyErr_Occurred()) return -1;
         /* checked here, once per metric-second: a bucket's slot 5 is a sketch from
@@ -531,10 +889,10 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
         new_sum = PyFloat_AS_DOUBLE(sum) + total;
         if (!isfinite(new_cnt) || !isfinite(new_sum)) return 0; /* overflow: Python's */
     }
-    Py_ssize_t needed = (bucket == NULL) + (sketch_table != NULL && sketch == NULL);
+    Py_ssize_t needed = (bucket == NULL) + (sketched && sketch == NULL);
     if (needed && *created + needed > capacity) return 0; /* overload: Python counts it */
 
-    if (sketch_table) {
+    if (sketched) {
         if (!sketch) {
             PyObject *fresh = sketch_api->new_sketch(alpha_bp);
             if (!fresh) return -1;
@@ -573,9 +931,11 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
         int failed = PyDict_SetItem(table, name, fresh) < 0;
         Py_DECREF(fresh);
         if (failed) return -1;
+        place->used = fresh; /* the table holds it */
         (*created)++;
         return 1;
     }
+    place->used = bucket;
     return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
 }
 
@@ -585,9 +945,9 @@ static int add_sample(PyObject *table, PyObject *name, PyObject *kind, double va
  * ignored) and the minute's last value (``summaries`` of that minute). Checks first,
  * as add_sample: overflow, then the cap (a new bucket, a new minute entry). Returns 1
  * if added, 0 if Python must handle it, -1 on error. */
-static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyObject *name,
-                     PyObject *kind, double value, int delta, Py_ssize_t *created,
-                     Py_ssize_t capacity) {
+static int add_gauge(bucket_place *place, PyObject *summaries, PyObject *gauges,
+                     PyObject *name, PyObject *kind, double value, int delta,
+                     Py_ssize_t *created, Py_ssize_t capacity) {
     if (delta) {
         PyObject *current = PyDict_GetItemWithError(gauges, name);
         if (!current && PyErr_Occurred()) return -1;
@@ -597,8 +957,8 @@ static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyO
         }
     }
     if (!isfinite(value)) return 0; /* overflow: Python counts it */
-    PyObject *bucket = PyDict_GetItemWithError(table, name);
-    if (!bucket && PyErr_Occurred()) return -1;
+    PyObject *bucket;
+    if (find_bucket(place, name, &bucket) < 0) return -1;
     double new_sum = value;
     if (bucket) {
         if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
@@ -642,13 +1002,15 @@ static int add_gauge(PyObject *table, PyObject *summaries, PyObject *gauges, PyO
         PyList_SET_ITEM(fresh, 3, v); /* takes our reference */
         Py_INCREF(kind);
         PyList_SET_ITEM(fresh, 4, kind);
-        int failed = PyDict_SetItem(table, name, fresh) < 0;
+        int failed = PyDict_SetItem(place->table, name, fresh) < 0;
         Py_DECREF(fresh);
         if (failed) return -1;
+        place->used = fresh; /* the table holds it */
         (*created)++;
         return 1;
     }
     Py_DECREF(v);
+    place->used = bucket;
     double new_cnt = PyFloat_AS_DOUBLE(PyList_GET_ITEM(bucket, 0)) + 1.0;
     return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
 }
@@ -658,13 +1020,18 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         PyErr_SetString(PyExc_TypeError, "feed takes 13 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *known = args[5], *buckets = args[6], *summaries = args[8];
+    PyObject *data = args[0], *buckets = args[6], *summaries = args[8];
     PyObject *gauges = args[9];
-    if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(known) || !PyDict_CheckExact(buckets) ||
+    if (!PyBytes_CheckExact(data) || !PyDict_CheckExact(buckets) ||
         !PyDict_CheckExact(summaries) || !PyDict_CheckExact(gauges)) {
         PyErr_SetString(PyExc_TypeError, "feed: bytes and dicts expected");
         return NULL;
     }
+    if (!PyObject_TypeCheck(args[5], &HeadTable_Type)) {
+        PyErr_SetString(PyExc_TypeError, "feed: known must be a HeadTable");
+        return NULL;
+    }
+    HeadTable *known = (HeadTable *)args[5];
     limits lim;
     if (read_limits(args[2], args[3], args[4], &lim) < 0) return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
@@ -706,14 +1073,10 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         parsed_line line;
         int reason = parse_line(p, len, &lim, 0, &line);
         if (reason < 0) return NULL;
-        PyObject *entry = NULL; /* borrowed from known */
-        if (reason == GF_OK) {
-            PyObject *head = PyBytes_FromStringAndSize(line.head, line.head_len);
-            if (!head) return NULL;
-            entry = PyDict_GetItemWithError(known, head);
-            Py_DECREF(head);
-            if (!entry && PyErr_Occurred()) return NULL;
-        }
+        head_entry *entry = NULL; /* in known: no Python code runs until it is used */
+        if (reason == GF_OK)
+            entry = head_find(known, _Py_HashBytes(line.head, line.head_len), line.head,
+                              line.head_len, NULL);
         if (!entry) {
             /* A bad line, a new name or a key prefix. A bad line whose reason was logged
              * within the interval (the caller's quiet bits) is only counted: here, with
@@ -730,27 +1093,18 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
             pos = next;
             continue;
         }
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) break;
-        PyObject *name = PyTuple_GET_ITEM(entry, 0), *kind = PyTuple_GET_ITEM(entry, 1);
-        if (line.kind == KIND_GAUGE) {
-            /* a |g of a name stored as a value before gauges: a plain value sample */
-            int is_value = kind == kind_objects[KIND_VALUE];
-            if (!is_value && kind != kind_objects[KIND_GAUGE]) {
-                is_value = PyObject_RichCompareBool(kind, kind_objects[KIND_VALUE], Py_EQ);
-                if (is_value < 0) return NULL;
-            }
-            if (is_value) line.kind = KIND_VALUE;
-        }
+        PyObject *name = entry->name, *kind = entry->kind;
+        /* a |g of a name stored as a value before gauges: a plain value sample */
+        if (line.kind == KIND_GAUGE && entry->kind_index == KIND_VALUE) line.kind = KIND_VALUE;
         if (line.kind == KIND_SET) break; /* sets: Python (Aggregator.add) */
-        PyObject *line_kind = kind_objects[line.kind];
-        if (kind != line_kind) {
-            int same = PyObject_RichCompareBool(kind, line_kind, Py_EQ);
-            if (same < 0) return NULL;
-            if (!same) break; /* a kind conflict: Python counts it */
-        }
+        if (entry->kind_index != line.kind) break; /* a kind conflict: Python counts it */
         long long ts = line.has_ts ? line.ts : lim.now;
-        PyObject *table;
-        if (ts == lim.now) {
+        bucket_place place = {NULL, NULL, NULL, line.kind == KIND_VALUE && value_sketches, NULL};
+        if (entry->bucket && entry->ts == ts)
+            place.bucket = entry->bucket; /* this name's bucket of this second */
+        PyObject *table = NULL; /* the second's, unless the bucket is remembered */
+        if (place.bucket) {
+        } else if (ts == lim.now) {
             if (!now_table) {
                 now_table = table_for(buckets, lim.now);
                 if (!now_table) return NULL;
@@ -760,9 +1114,10 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
             table = table_for(buckets, ts);
             if (!table) return NULL;
         }
+        place.table = table;
         PyObject *minute_table = NULL; /* summaries[minute of ts] */
         long long minute = minute_of(ts);
-        if (line.kind == KIND_GAUGE || (line.kind == KIND_VALUE && value_sketches)) {
+        if (line.kind == KIND_GAUGE || (place.sketched && !place.bucket)) {
             if (minute == now_minute) {
                 if (!now_summaries) {
                     now_summaries = table_for(summaries, now_minute);
@@ -774,14 +1129,22 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
                 if (!minute_table) return NULL;
             }
         }
+        place.sketch_table = minute_table;
         int done = line.kind == KIND_GAUGE
-                       ? add_gauge(table, minute_table, gauges, name, kind, line.value,
+                       ? add_gauge(&place, minute_table, gauges, name, kind, line.value,
                                    line.delta, &created, capacity)
-                       : add_sample(table, name, kind, line.value, line.rate, &created,
-                                    capacity, minute_table, (int)alpha_bp, pending);
+                       : add_sample(&place, name, kind, line.value, line.rate, &created,
+                                    capacity, (int)alpha_bp, pending);
         if (done < 0) return NULL;
+        if (done == 1) { /* remembered for the name's next line */
+            if (place.used != entry->bucket) {
+                Py_INCREF(place.used);
+                Py_XSETREF(entry->bucket, place.used);
+            }
+            entry->ts = ts;
+        }
         if (done == 0) { /* made for nothing: no empty tables */
-            if (PyDict_GET_SIZE(table) == 0) {
+            if (table && PyDict_GET_SIZE(table) == 0) {
                 if (drop_if_empty(buckets, table, ts) < 0) return NULL;
                 if (table == now_table) now_table = NULL;
             }
@@ -990,8 +1353,13 @@ PyMODINIT_FUNC PyInit__fastfeed(void) {
         kind_objects[i] = PyUnicode_InternFromString(kind_names[i]);
         if (!kind_objects[i]) return NULL;
     }
+    if (PyType_Ready(&HeadTable_Type) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "HeadTable", (PyObject *)&HeadTable_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "FUTURE_TOLERANCE", FUTURE_TOLERANCE) < 0 ||
         PyModule_AddObject(m, "RATE_FLOOR", PyFloat_FromDouble(RATE_FLOOR)) < 0 ||
         PyModule_AddIntConstant(m, "MAX_NAME_LENGTH", MAX_NAME_LENGTH) < 0 ||

@@ -2,6 +2,8 @@
 
 from typing import Any, Final
 
+from protocol.names import Kind
+
 FUTURE_TOLERANCE: Final[int]
 RATE_FLOOR: Final[float]
 MAX_NAME_LENGTH: Final[int]
@@ -17,7 +19,7 @@ def feed(
     now: int,
     max_age: int,
     max_len: int,
-    known: dict[bytes, tuple[str, str]],
+    known: HeadTable,
     buckets: dict[int, dict[str, list[Any]]],
     capacity: int,
     summaries: dict[int, dict[str, Any]],
@@ -26,6 +28,20 @@ def feed(
     value_sketches: bool,
     quiet: int,
 ) -> tuple[int, int, int, int, tuple[int, ...] | None]: ...
+class HeadTable:
+    """head (bytes) -> (name, kind), the C pass's name cache; each entry remembers the
+    bucket its name last used, until forget_buckets()."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, head: object) -> bool: ...
+    def __getitem__(self, head: bytes) -> tuple[str, Kind]: ...
+    def __setitem__(self, head: bytes, entry: tuple[str, Kind]) -> None: ...
+    def __delitem__(self, head: bytes) -> None: ...
+    def get(self, head: bytes, default: None = None) -> tuple[str, Kind] | None: ...
+    def pop(self, head: bytes, default: None) -> tuple[str, Kind] | None: ...
+    def clear(self) -> None: ...
+    def forget_buckets(self) -> None: ...
+
 def parse_lines(
     data: bytes, now: int, max_age: int, max_len: int
 ) -> tuple[

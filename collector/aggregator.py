@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Callable
 from itertools import repeat
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from collector.config import CollectorConfig
 from collector.stats import CollectorStats
@@ -72,20 +72,40 @@ KeyCheck = Callable[[str], int]
 # aggregates those of known names; the Python loop otherwise (same results).
 # It returns (pos, added, created, tagged, drops): drops None, or per C reason (below).
 FastFeed = Callable[..., tuple[int, int, int, int, tuple[int, ...] | None]]
+
+
+class HeadCache(Protocol):
+    """The fast path's name cache, head (bytes before ":") -> (name, kind): a dict for
+    the pure-Python loop; for the C pass, its HeadTable, which also remembers the
+    bucket each name last used, until forget_buckets()."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, head: object) -> bool: ...
+    def __setitem__(self, head: bytes, entry: tuple[str, Kind]) -> None: ...
+    def get(self, head: bytes) -> tuple[str, Kind] | None: ...
+    def pop(self, head: bytes, default: None) -> tuple[str, Kind] | None: ...
+    def clear(self) -> None: ...
+
 _feed_fast: FastFeed | None
 _has_sketches: Callable[[], bool] | None
+_head_table: type[_fastfeed.HeadTable] | None
 # Reason -> its bit in feed's ``quiet`` argument and index in its drop counts.
 _C_REASON_BITS: dict[Reason, int] = {}
 _C_REASONS: tuple[Reason | None, ...] = ()
 try:
     from collector import _fastfeed
 except ImportError:  # not built: the pure-Python path, same results
-    _feed_fast = _has_sketches = None
+    _feed_fast = _has_sketches = _head_table = None
 else:
     _feed_fast = _fastfeed.feed
     _has_sketches = _fastfeed.has_sketches
+    _head_table = _fastfeed.HeadTable
     _C_REASONS = tuple(Reason(name) if name else None for name in _fastfeed.REASONS)
     _C_REASON_BITS = {reason: 1 << i for i, reason in enumerate(_C_REASONS) if reason}
+
+
+def _remembers_nothing() -> None:
+    """forget_buckets of the pure-Python loop's dict, which remembers no bucket."""
 
 
 def _c_sketch_type() -> type[Any] | None:
@@ -149,8 +169,13 @@ class Aggregator:
         self.held: dict[str, list[tuple[Sample, int]]] = {}
         self._held_count = 0
         # head (bytes before ":") -> (name, kind) for unkeyed names of a fixed kind:
-        # the fast path of feed(). Cleared when the kinds change (learn_kinds).
-        self._known: dict[bytes, tuple[str, Kind]] = {}
+        # the fast path of feed(). Cleared when the kinds change (learn_kinds). The C
+        # pass's table remembers buckets: _forget_buckets() wherever one may leave.
+        self._known: HeadCache = {}
+        self._forget_buckets: Callable[[], None] = _remembers_nothing
+        if feed_fast is not None and _head_table is not None:
+            head_table = _head_table()
+            self._known, self._forget_buckets = head_table, head_table.forget_buckets
         self._tails: dict[bytes, tuple[float, Kind]] = {}  # b"1|c" -> (1.0, counter)
         # Idle names leave ``kinds`` (see evict_idle). name -> clock() of the last take()
         # that held a bucket of it (or of the sweep that first noticed it).
@@ -502,6 +527,7 @@ class Aggregator:
         The gauges' current values stay (a delta after a flush applies to them)."""
         buckets, self.buckets = self.buckets, {}
         sketches, self.sketches = self.sketches, {}
+        self._forget_buckets()
         self._pending = 0
         self._note_active(buckets)
         return Taken(buckets, sketches)
@@ -612,6 +638,7 @@ class Aggregator:
         self._known.clear()
 
     def _drop_pending(self, names: set[str]) -> None:
+        self._forget_buckets()
         for tables in (self.buckets, self.sketches):
             for key in list(tables):
                 table = tables[key]

@@ -213,3 +213,56 @@ def test_differential_corpus_under_asan_and_ubsan(tmp_path: Path) -> None:
     assert "'datagrams': 0," not in result.stdout  # recv_datagrams ran too (Linux)
     assert "ERROR: AddressSanitizer" not in result.stderr
     assert "runtime error" not in result.stderr
+
+
+# -- the name cache --------------------------------------------------------------------
+
+# Heads around the 72 bytes an entry holds inline: equal up to there, different after
+HEADS = [b"", b"a", b"b", b"a.b", b"x" * 71, b"x" * 72, b"x" * 73, b"x" * 72 + b"y",
+         b"x" * 200, b"x" * 199 + b"y"]
+head = st.one_of(st.sampled_from(HEADS), st.binary(max_size=90))
+entry = st.tuples(st.sampled_from(["m", "n", "x" * 80]),
+                  st.sampled_from(["counter", "value", "gauge", "set", "other"]))
+table_ops = st.lists(st.one_of(
+    st.tuples(st.just("set"), head, entry), st.tuples(st.just("pop"), head),
+    st.tuples(st.just("del"), head), st.tuples(st.just("get"), head),
+    st.tuples(st.just("fill"), st.integers(0, 300)), st.tuples(st.just("clear")),
+    st.tuples(st.just("forget")),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(table_ops)
+def test_the_head_table_is_a_dict_of_heads(fastfeed: ModuleType, ops: list[tuple]) -> None:
+    """HeadTable (the C pass's name cache) answers as a dict would, through the inserts
+    that rebuild it, pops that leave holes, heads longer than the inline part, clears."""
+    table, model = fastfeed.HeadTable(), {}
+    for op, *args in ops:
+        if op == "set":
+            table[args[0]] = model[args[0]] = args[1]
+        elif op == "pop":
+            assert table.pop(args[0], None) == model.pop(args[0], None)
+        elif op == "del":
+            if args[0] in model:
+                del table[args[0]], model[args[0]]
+            else:
+                with pytest.raises(KeyError):
+                    del table[args[0]]
+        elif op == "get":
+            assert table.get(args[0]) == model.get(args[0])
+        elif op == "fill":
+            for i in range(args[0]):
+                table[b"fill.%d" % i] = model[b"fill.%d" % i] = ("f", "counter")
+        elif op == "clear":
+            table.clear()
+            model.clear()
+        else:
+            table.forget_buckets()
+        assert len(table) == len(model)
+    for key in {*model, *HEADS}:
+        assert (key in table) == (key in model)
+        assert table.get(key) == model.get(key)
+    with pytest.raises(TypeError):
+        table["str"] = ("m", "counter")
+    with pytest.raises(TypeError):
+        table[b"m"] = ("m",)
