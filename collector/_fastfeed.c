@@ -63,6 +63,7 @@
 #include <Python.h>
 #include <float.h>
 #include <limits.h>
+#include <stddef.h>
 #include <math.h>
 #include <errno.h>
 #include <stdint.h>
@@ -401,22 +402,46 @@ static GfSketchCAPI *get_sketch_api(void) {
     return sketch_api;
 }
 
+/* ``*slot`` (a float of a bucket list) set to ``x``. A float only the list holds is
+ * changed in place: no other reference can see it change, and a busy bucket so skips
+ * an allocation and a free per field and sample. Floats are not cached or shared by
+ * CPython (a new bucket's min and max are one object: two references, so replaced). */
+static int set_float(PyObject **slot, double x) {
+    PyObject *old = *slot;
+    if (Py_REFCNT(old) == 1 && PyFloat_CheckExact(old)) {
+        ((PyFloatObject *)old)->ob_fval = x;
+        return 0;
+    }
+    PyObject *fresh = PyFloat_FromDouble(x);
+    if (!fresh) return -1;
+    *slot = fresh;
+    Py_DECREF(old);
+    return 0;
+}
+
 /* HeadTable: the name cache of the C pass (Aggregator._known when the C pass runs), a
  * hash table of line head (bytes) -> (name, kind), keyed by the head's bytes so a line
  * is looked up without making a bytes object. With 10,000 names the dict it replaces
  * cost a line three cache misses (index, entry, key) before the second's table cost
- * three more (the name's hash, index, entry): a perf profile put dict lookups at 34% of
- * the daemon (docs/performance.md). Here a line costs the index slot and the entry,
- * which also remembers the bucket the entry's name last used (``bucket``, of second
- * ``ts``), so a name's second sample in a second finds its bucket without the second's
- * table.
+ * three more (the name's hash, index, entry), and the bucket (a list, four floats) as
+ * many again: a perf profile put dict lookups at 34% of the daemon and most of feed's
+ * own time in the buckets (docs/performance.md).
  *
- * Aggregator calls forget_buckets() whenever a bucket may have left its second's table
- * (take(), a dropped kind), and nothing else removes or replaces a bucket (Python's add
- * merges into the list it finds; C drops only empty tables). So a remembered bucket is
- * always the one in buckets[ts][name]. It is held by a strong reference all the same
- * (were that ever broken, a stale bucket would be live memory, never freed memory);
- * forget_buckets() drops them all, so taken buckets are freed with their batch.
+ * So an entry also owns the bucket of its name's latest second: the bucket's count,
+ * sum, min and max live in the entry (with the sketch's address) and the list's floats
+ * are older, until the entry gives the bucket up (entry_release: the fields go back
+ * into the list). A line of a name whose bucket its entry owns touches the index slot
+ * and the entry's first cache line, nothing else (the sketch: later, in add_many).
+ * Adding in the same order to the same doubles, the fields are bit for bit what the
+ * list would hold.
+ *
+ * Nothing but feed may read or change an owned bucket, so Aggregator gives buckets up
+ * before anything else looks: forget_buckets() (all of them) before take(), before
+ * dropping a kind's buckets, and wherever Python reads Aggregator.buckets;
+ * release(name) before Python's add() of that name (the unkeyed head is the name's
+ * bytes); an entry changed or removed gives its bucket up first. An owned bucket is
+ * always buckets[ts][name] (only take() and _drop_pending remove buckets), held by a
+ * strong reference all the same.
  *
  * The layout is CPython's compact dict: an index of slots (int32, open addressing,
  * CPython's perturbed probe) into a dense array of entries. Hashes are Python's own
@@ -426,19 +451,23 @@ static GfSketchCAPI *get_sketch_api(void) {
 #define SLOT_EMPTY (-1)
 #define SLOT_DELETED (-2)
 
-/* An entry is two cache lines, holding the head's first INLINE_HEAD bytes: comparing
- * a head then reads no bytes object (that read was the costliest miss of a lookup). */
-#define INLINE_HEAD 72
+/* An entry is three cache lines. The first holds what a line of a known name reads
+ * and writes: the hash, and the fields of the bucket the entry owns. The others hold
+ * the head's first INLINE_HEAD bytes, so comparing a head reads no bytes object (that
+ * read was the costliest miss of a lookup), and the objects. */
+#define INLINE_HEAD 96
 
 typedef struct {
     Py_hash_t hash;
-    PyObject *head;   /* bytes; NULL for an entry popped since the last rebuild */
-    PyObject *name;   /* str */
-    PyObject *kind;   /* str, as given */
-    long long ts;     /* the second of ``bucket`` */
-    PyObject *bucket; /* the bucket list feed last added this name's sample to, or NULL */
-    int kind_index;   /* kind's index in kind_objects (equal, not only identical), or -1 */
     int head_len;
+    int kind_index;        /* kind's index in kind_objects (equal, not only identical), or -1 */
+    long long ts;          /* the second of ``bucket`` */
+    double cnt, sum, mn, mx; /* the owned bucket's fields: newer than its list's floats */
+    PyObject *sketch;      /* the owned bucket's sketch (its item 5, borrowed), or NULL */
+    PyObject *bucket;      /* the bucket list this entry owns, or NULL */
+    PyObject *head;        /* bytes; NULL for an entry popped since the last rebuild */
+    PyObject *name;        /* str */
+    PyObject *kind;        /* str, as given */
     char inline_head[INLINE_HEAD]; /* the head's first bytes */
 } head_entry;
 
@@ -452,17 +481,46 @@ typedef struct {
     Py_ssize_t live;        /* entries with a head: len() */
 } HeadTable;
 
-_Static_assert(sizeof(head_entry) == 128, "a head entry is two cache lines");
+_Static_assert(sizeof(head_entry) == 192, "a head entry is three cache lines");
+_Static_assert(offsetof(head_entry, bucket) == 64, "a line's fields in the first line");
 
 static PyTypeObject HeadTable_Type;
 
 #define MAX_HEADS ((Py_ssize_t)1 << 28) /* int32 positions, with room to spare */
 
-static void entry_clear(head_entry *e) {
+/* Give up the bucket the entry owns: its fields back into the list's floats. -1 (with
+ * MemoryError: a float could not be made) leaves the list with its older fields. */
+static int entry_release(head_entry *e) {
+    if (!e->bucket) return 0;
+    PyObject **items = ((PyListObject *)e->bucket)->ob_item;
+    int failed = set_float(&items[0], e->cnt) < 0 || set_float(&items[1], e->sum) < 0 ||
+                 set_float(&items[2], e->mn) < 0 || set_float(&items[3], e->mx) < 0;
+    Py_CLEAR(e->bucket);
+    e->sketch = NULL;
+    return failed ? -1 : 0;
+}
+
+/* Own ``bucket``, buckets[ts][name], a list of five (six: ``sketched``) whose first four
+ * items the caller checked are floats, giving up the one owned before. */
+static int entry_own(head_entry *e, PyObject *bucket, long long ts, int sketched) {
+    if (entry_release(e) < 0) return -1;
+    PyObject **items = ((PyListObject *)bucket)->ob_item;
+    e->cnt = PyFloat_AS_DOUBLE(items[0]);
+    e->sum = PyFloat_AS_DOUBLE(items[1]);
+    e->mn = PyFloat_AS_DOUBLE(items[2]);
+    e->mx = PyFloat_AS_DOUBLE(items[3]);
+    e->sketch = sketched ? items[5] : NULL;
+    e->bucket = Py_NewRef(bucket);
+    e->ts = ts;
+    return 0;
+}
+
+static int entry_clear(head_entry *e) {
+    int failed = entry_release(e);
     Py_CLEAR(e->head);
     Py_CLEAR(e->name);
     Py_CLEAR(e->kind);
-    Py_CLEAR(e->bucket);
+    return failed;
 }
 
 static inline int head_equal(const head_entry *e, const char *p, Py_ssize_t len) {
@@ -545,14 +603,16 @@ static PyObject *HeadTable_new(PyTypeObject *type, PyObject *args, PyObject *kwa
     return (PyObject *)t;
 }
 
-static void head_clear_all(HeadTable *t) {
-    for (Py_ssize_t k = 0; k < t->used; k++) entry_clear(&t->entries[k]);
+static int head_clear_all(HeadTable *t) {
+    int failed = 0;
+    for (Py_ssize_t k = 0; k < t->used; k++) failed |= entry_clear(&t->entries[k]) < 0;
     t->used = t->live = 0;
     if (t->index) memset(t->index, 0xff, (t->mask + 1) * sizeof(int32_t));
+    return failed ? -1 : 0;
 }
 
 static void HeadTable_dealloc(HeadTable *t) {
-    head_clear_all(t);
+    if (head_clear_all(t) < 0) PyErr_Clear(); /* the lists' older fields: nothing else to do */
     PyMem_Free(t->index);
     free(t->entries);
     Py_TYPE(t)->tp_free((PyObject *)t);
@@ -579,9 +639,8 @@ static int head_set(HeadTable *t, PyObject *head, PyObject *value) {
             return -1;
         }
         t->index[slot] = SLOT_DELETED;
-        entry_clear(e);
         t->live--;
-        return 0;
+        return entry_clear(e);
     }
     if (!PyTuple_CheckExact(value) || PyTuple_GET_SIZE(value) != 2 ||
         !PyUnicode_CheckExact(PyTuple_GET_ITEM(value, 0)) ||
@@ -621,10 +680,10 @@ static int head_set(HeadTable *t, PyObject *head, PyObject *value) {
         t->index[slot] = (int32_t)t->used++;
         t->live++;
     }
+    if (entry_release(e) < 0) return -1; /* another name's bucket is never this one's */
     Py_XSETREF(e->name, Py_NewRef(name));
     Py_XSETREF(e->kind, Py_NewRef(kind));
     e->kind_index = kind_index;
-    Py_CLEAR(e->bucket); /* another name's bucket is never this one's */
     return 0;
 }
 
@@ -687,14 +746,25 @@ static PyObject *HeadTable_pop(HeadTable *t, PyObject *const *args, Py_ssize_t n
 
 static PyObject *HeadTable_clear(HeadTable *t, PyObject *unused) {
     (void)unused;
-    head_clear_all(t);
-    return Py_NewRef(Py_None);
+    return head_clear_all(t) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *HeadTable_forget_buckets(HeadTable *t, PyObject *unused) {
     (void)unused;
-    for (Py_ssize_t k = 0; k < t->used; k++) Py_CLEAR(t->entries[k].bucket);
-    return Py_NewRef(Py_None);
+    int failed = 0;
+    for (Py_ssize_t k = 0; k < t->used; k++) failed |= entry_release(&t->entries[k]) < 0;
+    return failed ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *HeadTable_release(HeadTable *t, PyObject *name) {
+    Py_ssize_t len;
+    const char *p = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &len) : NULL;
+    if (!p) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "release(name: str)");
+        return NULL;
+    }
+    head_entry *e = head_find(t, _Py_HashBytes(p, len), p, len, NULL);
+    return e && entry_release(e) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyMethodDef HeadTable_methods[] = {
@@ -704,7 +774,9 @@ static PyMethodDef HeadTable_methods[] = {
      "pop(head[, default]) -> (name, kind), removed"},
     {"clear", (PyCFunction)HeadTable_clear, METH_NOARGS, "Remove every head."},
     {"forget_buckets", (PyCFunction)HeadTable_forget_buckets, METH_NOARGS,
-     "Drop the buckets feed remembered: call it whenever a bucket may leave its table."},
+     "Give up every owned bucket (fields into the lists): before any bucket is read."},
+    {"release", (PyCFunction)HeadTable_release, METH_O,
+     "release(name): give up the bucket the unkeyed name owns, before Python adds to it."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -794,62 +866,53 @@ static int pending_add(pending_samples *q, PyObject *sketch, double value, doubl
     return 0;
 }
 
-/* Add one sample to its bucket (and, given ``sketches``, its metric-minute's sketch):
- * the arithmetic and checks of Aggregator.add, in its order: overflow first
- * (buckets.is_finite_bucket), then the cap, which counts a new bucket and a new sketch
- * as one slot each. Nothing is changed unless everything is. Returns 1 if added, 0 if
- * Python must handle it (overflow, the cap, an unexpected object), -1 on error. */
-/* ``*slot`` (a float of a bucket list) set to ``x``. A float only the list holds is
- * changed in place: no other reference can see it change, and a busy bucket so skips
- * an allocation and a free per field and sample. Floats are not cached or shared by
- * CPython (a new bucket's min and max are one object: two references, so replaced). */
-static int set_float(PyObject **slot, double x) {
-    PyObject *old = *slot;
-    if (Py_REFCNT(old) == 1 && PyFloat_CheckExact(old)) {
-        ((PyFloatObject *)old)->ob_fval = x;
-        return 0;
-    }
-    PyObject *fresh = PyFloat_FromDouble(x);
-    if (!fresh) return -1;
-    *slot = fresh;
-    Py_DECREF(old);
-    return 0;
-}
-
-/* Store a sample's merge into an existing bucket whose four fields the caller checked
- * are floats: the new count and sum it computed (finite), and ``value`` as the new min
- * or max where it is one (buckets.merge). 0, or -1 on error (the bucket is then left
- * with at most its count and sum updated, never a NULL slot). */
-static int update_bucket(PyObject *bucket, double new_cnt, double new_sum, double value) {
-    PyObject **items = ((PyListObject *)bucket)->ob_item;
-    if (set_float(&items[0], new_cnt) < 0 || set_float(&items[1], new_sum) < 0) return -1;
-    /* min <= max holds in a bucket, so a value is at most one of the two */
-    int slot = value < PyFloat_AS_DOUBLE(items[2]) ? 2 : value > PyFloat_AS_DOUBLE(items[3]) ? 3
-                                                                                          : -1;
-    return slot < 0 ? 0 : set_float(&items[slot], value);
-}
-
-/* Where a sample goes: ``bucket``, the one the head table remembered for this name
- * and second (then ``table`` and ``sketch_table`` are not needed: NULL), or the one
- * in ``table`` (the second's), made if missing. ``sketched``: a value with sketches
- * on, whose new bucket takes its sketch from ``sketch_table`` (the minute's). ``*used``
- * is set to the bucket added to (borrowed: its table holds it). */
+/* Where a line's sample goes besides its entry: the second's table (NULL while the
+ * entry owns the bucket of that second) and, for a value with sketches on
+ * (``sketched``), the minute's table, where a new bucket finds its sketch. */
 typedef struct {
-    PyObject *bucket, *table, *sketch_table;
+    PyObject *table, *sketch_table;
     int sketched;
-    PyObject *used;
 } bucket_place;
 
-/* The bucket of ``place``: remembered, or looked up in its table (borrowed, NULL if
- * none; -1 on error). */
-static int find_bucket(bucket_place *place, PyObject *name, PyObject **bucket) {
-    *bucket = place->bucket;
-    if (*bucket) return 0;
-    *bucket = PyDict_GetItemWithError(place->table, name);
-    return !*bucket && PyErr_Occurred() ? -1 : 0;
+/* A list of ``size`` items whose first four are floats: a bucket feed can own. */
+static int is_bucket(PyObject *bucket, Py_ssize_t size) {
+    if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != size) return 0;
+    PyObject **items = ((PyListObject *)bucket)->ob_item;
+    return PyFloat_CheckExact(items[0]) && PyFloat_CheckExact(items[1]) &&
+           PyFloat_CheckExact(items[2]) && PyFloat_CheckExact(items[3]);
 }
 
-static int add_sample(bucket_place *place, PyObject *name, PyObject *kind, double value,
+/* Make the entry own the bucket of its name and second ``ts`` if one exists (it may
+ * already): 1 if it owns one now, 0 if there is none, 2 if the one there is not a
+ * bucket feed can own (Python handles the line), -1 on error. */
+static int own_existing(head_entry *e, bucket_place *place, long long ts, Py_ssize_t size) {
+    if (e->bucket && e->ts == ts) return 1;
+    PyObject *bucket = PyDict_GetItemWithError(place->table, e->name); /* borrowed */
+    if (!bucket) return PyErr_Occurred() ? -1 : 0;
+    if (!is_bucket(bucket, size)) return 2;
+    return entry_own(e, bucket, ts, size == 6) < 0 ? -1 : 1;
+}
+
+/* A sample merged into the owned bucket's fields: buckets.merge. min <= max holds in a
+ * bucket, so a value is at most one of the two. */
+static inline void entry_merge(head_entry *e, double new_cnt, double new_sum, double value) {
+    e->cnt = new_cnt;
+    e->sum = new_sum;
+    if (value < e->mn)
+        e->mn = value;
+    else if (value > e->mx)
+        e->mx = value;
+}
+
+/* Add one sample of the entry's name, second ``ts``, to its bucket (a value with
+ * sketches on: and to its metric-minute's sketch): the arithmetic and checks of
+ * Aggregator.add, in its order: overflow first (buckets.is_finite_bucket), then the
+ * cap, which counts a new bucket and a new sketch as one slot each. Nothing is changed
+ * unless everything is. Once added, the entry owns the bucket, so the name's next
+ * sample of that second touches nothing but the entry (and the sketch). Returns 1 if
+ * added, 0 if Python must handle it (overflow, the cap, an unexpected object), -1 on
+ * error. */
+static int add_sample(head_entry *e, bucket_place *place, long long ts, double value,
                       double rate, Py_ssize_t *created, Py_ssize_t capacity, int alpha_bp,
                       pending_samples *pending) {
     double weight = 1.0, total = value;
@@ -857,46 +920,34 @@ static int add_sample(bucket_place *place, PyObject *name, PyObject *kind, doubl
         weight = 1.0 / rate;
         total = value * weight;
     }
-    PyObject *bucket; /* borrowed */
-    if (find_bucket(place, name, &bucket) < 0) return -1;
-    PyObject *table = place->table, *sketch_table = place->sketch_table;
-    /* A value bucket carries its minute's sketch (slot 5): one dict lookup per
-     * metric-second, not per sample. */
     int sketched = place->sketched;
-    Py_ssize_t size = sketched ? 6 : 5;
-    PyObject *sketch = NULL; /* borrowed */
-    if (bucket) {
-        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != size) return 0;
-        if (sketched) sketch = PyList_GET_ITEM(bucket, 5);
-    } else if (sketched) {
-        sketch = PyDict_GetItemWithError(sketch_table, name);
+    int owned = own_existing(e, place, ts, sketched ? 6 : 5);
+    if (owned != 0 && owned != 1) return owned < 0 ? -1 : 0;
+    if (owned) {
+        double new_cnt = e->cnt + weight, new_sum = e->sum + total;
+        if (!isfinite(new_cnt) || !isfinite(new_sum)) return 0; /* overflow: Python's */
+        /* a value bucket carries its minute's sketch: nothing new, so no cap to check */
+        if (sketched && pending_add(pending, e->sketch, value, weight) < 0) return -1;
+        entry_merge(e, new_cnt, new_sum, value);
+        return 1;
+    }
+    if (!isfinite(total)) return 0; /* overflow: Python counts it */
+    PyObject *sketch = NULL;       /* borrowed */
+    if (sketched) {
+        sketch = PyDict_GetItemWithError(place->sketch_table, e->name);
         if (!sketch && PyErr_Occurred()) return -1;
         /* checked here, once per metric-second: a bucket's slot 5 is a sketch from
          * this table (or Aggregator.add's, of the same type), and a line reads no
          * more of the sketch than its address (add_many checks the type again) */
         if (sketch && Py_TYPE(sketch) != sketch_api->type) return 0;
     }
-    double new_cnt = 0.0, new_sum = 0.0;
-    if (!bucket) {
-        if (!isfinite(total)) return 0; /* overflow: Python counts it */
-    } else {
-        PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
-        PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
-        if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
-            !PyFloat_CheckExact(mx))
-            return 0;
-        new_cnt = PyFloat_AS_DOUBLE(cnt) + weight;
-        new_sum = PyFloat_AS_DOUBLE(sum) + total;
-        if (!isfinite(new_cnt) || !isfinite(new_sum)) return 0; /* overflow: Python's */
-    }
-    Py_ssize_t needed = (bucket == NULL) + (sketched && sketch == NULL);
-    if (needed && *created + needed > capacity) return 0; /* overload: Python counts it */
-
+    Py_ssize_t needed = 1 + (sketched && sketch == NULL);
+    if (*created + needed > capacity) return 0; /* overload: Python counts it */
     if (sketched) {
         if (!sketch) {
             PyObject *fresh = sketch_api->new_sketch(alpha_bp);
             if (!fresh) return -1;
-            int failed = PyDict_SetItem(sketch_table, name, fresh) < 0;
+            int failed = PyDict_SetItem(place->sketch_table, e->name, fresh) < 0;
             Py_DECREF(fresh);
             if (failed) return -1;
             sketch = fresh; /* the dict holds it */
@@ -904,39 +955,30 @@ static int add_sample(bucket_place *place, PyObject *name, PyObject *kind, doubl
         }
         if (pending_add(pending, sketch, value, weight) < 0) return -1;
     }
-
-    if (!bucket) {
-        PyObject *fresh = PyList_New(size);
-        if (!fresh) return -1;
-        PyObject *items[4] = {PyFloat_FromDouble(weight), PyFloat_FromDouble(total),
-                              PyFloat_FromDouble(value), NULL};
-        if (items[2]) {
-            items[3] = items[2];
-            Py_INCREF(items[3]);
-        }
-        for (int i = 0; i < 4; i++) {
-            if (!items[i]) { /* PyList dealloc skips NULL slots */
-                for (int j = 0; j < 4; j++) Py_XDECREF(items[j]);
-                Py_DECREF(fresh);
-                return -1;
-            }
-        }
-        for (int i = 0; i < 4; i++) PyList_SET_ITEM(fresh, i, items[i]);
-        Py_INCREF(kind);
-        PyList_SET_ITEM(fresh, 4, kind);
-        if (sketch) {
-            Py_INCREF(sketch);
-            PyList_SET_ITEM(fresh, 5, sketch);
-        }
-        int failed = PyDict_SetItem(table, name, fresh) < 0;
-        Py_DECREF(fresh);
-        if (failed) return -1;
-        place->used = fresh; /* the table holds it */
-        (*created)++;
-        return 1;
+    PyObject *fresh = PyList_New(sketched ? 6 : 5);
+    if (!fresh) return -1;
+    PyObject *items[4] = {PyFloat_FromDouble(weight), PyFloat_FromDouble(total),
+                          PyFloat_FromDouble(value), NULL};
+    if (items[2]) {
+        items[3] = items[2];
+        Py_INCREF(items[3]);
     }
-    place->used = bucket;
-    return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
+    for (int i = 0; i < 4; i++) {
+        if (!items[i]) { /* PyList dealloc skips NULL slots */
+            for (int j = 0; j < 4; j++) Py_XDECREF(items[j]);
+            Py_DECREF(fresh);
+            return -1;
+        }
+    }
+    for (int i = 0; i < 4; i++) PyList_SET_ITEM(fresh, i, items[i]);
+    PyList_SET_ITEM(fresh, 4, Py_NewRef(e->kind));
+    if (sketch) PyList_SET_ITEM(fresh, 5, Py_NewRef(sketch));
+    int failed = PyDict_SetItem(place->table, e->name, fresh) < 0 ||
+                 entry_own(e, fresh, ts, sketched) < 0;
+    Py_DECREF(fresh); /* the table holds it */
+    if (failed) return -1;
+    (*created)++;
+    return 1;
 }
 
 /* One gauge line of a known gauge: Aggregator.add's gauge rules. The gauge's new
@@ -945,9 +987,10 @@ static int add_sample(bucket_place *place, PyObject *name, PyObject *kind, doubl
  * ignored) and the minute's last value (``summaries`` of that minute). Checks first,
  * as add_sample: overflow, then the cap (a new bucket, a new minute entry). Returns 1
  * if added, 0 if Python must handle it, -1 on error. */
-static int add_gauge(bucket_place *place, PyObject *summaries, PyObject *gauges,
-                     PyObject *name, PyObject *kind, double value, int delta,
-                     Py_ssize_t *created, Py_ssize_t capacity) {
+static int add_gauge(head_entry *e, bucket_place *place, long long ts, PyObject *summaries,
+                     PyObject *gauges, double value, int delta, Py_ssize_t *created,
+                     Py_ssize_t capacity) {
+    PyObject *name = e->name;
     if (delta) {
         PyObject *current = PyDict_GetItemWithError(gauges, name);
         if (!current && PyErr_Occurred()) return -1;
@@ -957,22 +1000,17 @@ static int add_gauge(bucket_place *place, PyObject *summaries, PyObject *gauges,
         }
     }
     if (!isfinite(value)) return 0; /* overflow: Python counts it */
-    PyObject *bucket;
-    if (find_bucket(place, name, &bucket) < 0) return -1;
-    double new_sum = value;
-    if (bucket) {
-        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 5) return 0;
-        PyObject *cnt = PyList_GET_ITEM(bucket, 0), *sum = PyList_GET_ITEM(bucket, 1);
-        PyObject *mn = PyList_GET_ITEM(bucket, 2), *mx = PyList_GET_ITEM(bucket, 3);
-        if (!PyFloat_CheckExact(cnt) || !PyFloat_CheckExact(sum) || !PyFloat_CheckExact(mn) ||
-            !PyFloat_CheckExact(mx))
-            return 0;
-        new_sum = PyFloat_AS_DOUBLE(sum) + value;
-        if (!isfinite(new_sum) || !isfinite(PyFloat_AS_DOUBLE(cnt) + 1.0)) return 0;
+    int owned = own_existing(e, place, ts, 5);
+    if (owned != 0 && owned != 1) return owned < 0 ? -1 : 0;
+    double new_cnt = 1.0, new_sum = value;
+    if (owned) {
+        new_cnt = e->cnt + 1.0;
+        new_sum = e->sum + value;
+        if (!isfinite(new_sum) || !isfinite(new_cnt)) return 0;
     }
     int has_last = PyDict_Contains(summaries, name);
     if (has_last < 0) return -1;
-    Py_ssize_t needed = (bucket == NULL) + !has_last;
+    Py_ssize_t needed = !owned + !has_last;
     if (needed && *created + needed > capacity) return 0; /* overload: Python counts it */
 
     PyObject *v = PyFloat_FromDouble(value);
@@ -982,37 +1020,28 @@ static int add_gauge(bucket_place *place, PyObject *summaries, PyObject *gauges,
         return -1;
     }
     *created += !has_last;
-    if (!bucket) {
-        PyObject *fresh = PyList_New(5);
-        if (!fresh) {
-            Py_DECREF(v);
-            return -1;
-        }
-        PyObject *one = PyFloat_FromDouble(1.0);
-        if (!one) {
-            Py_DECREF(fresh);
-            Py_DECREF(v);
-            return -1;
-        }
-        PyList_SET_ITEM(fresh, 0, one);
-        Py_INCREF(v);
-        PyList_SET_ITEM(fresh, 1, v);
-        Py_INCREF(v);
-        PyList_SET_ITEM(fresh, 2, v);
-        PyList_SET_ITEM(fresh, 3, v); /* takes our reference */
-        Py_INCREF(kind);
-        PyList_SET_ITEM(fresh, 4, kind);
-        int failed = PyDict_SetItem(place->table, name, fresh) < 0;
-        Py_DECREF(fresh);
-        if (failed) return -1;
-        place->used = fresh; /* the table holds it */
-        (*created)++;
+    if (owned) {
+        Py_DECREF(v);
+        entry_merge(e, new_cnt, new_sum, value);
         return 1;
     }
-    Py_DECREF(v);
-    place->used = bucket;
-    double new_cnt = PyFloat_AS_DOUBLE(PyList_GET_ITEM(bucket, 0)) + 1.0;
-    return update_bucket(bucket, new_cnt, new_sum, value) < 0 ? -1 : 1;
+    PyObject *fresh = PyList_New(5);
+    PyObject *one = fresh ? PyFloat_FromDouble(1.0) : NULL;
+    if (!one) {
+        Py_XDECREF(fresh);
+        Py_DECREF(v);
+        return -1;
+    }
+    PyList_SET_ITEM(fresh, 0, one);
+    PyList_SET_ITEM(fresh, 1, Py_NewRef(v));
+    PyList_SET_ITEM(fresh, 2, Py_NewRef(v));
+    PyList_SET_ITEM(fresh, 3, v); /* takes our reference */
+    PyList_SET_ITEM(fresh, 4, Py_NewRef(e->kind));
+    int failed = PyDict_SetItem(place->table, name, fresh) < 0 || entry_own(e, fresh, ts, 0) < 0;
+    Py_DECREF(fresh); /* the table holds it */
+    if (failed) return -1;
+    (*created)++;
+    return 1;
 }
 
 static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_samples *pending) {
@@ -1093,17 +1122,15 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
             pos = next;
             continue;
         }
-        PyObject *name = entry->name, *kind = entry->kind;
         /* a |g of a name stored as a value before gauges: a plain value sample */
         if (line.kind == KIND_GAUGE && entry->kind_index == KIND_VALUE) line.kind = KIND_VALUE;
         if (line.kind == KIND_SET) break; /* sets: Python (Aggregator.add) */
         if (entry->kind_index != line.kind) break; /* a kind conflict: Python counts it */
         long long ts = line.has_ts ? line.ts : lim.now;
-        bucket_place place = {NULL, NULL, NULL, line.kind == KIND_VALUE && value_sketches, NULL};
-        if (entry->bucket && entry->ts == ts)
-            place.bucket = entry->bucket; /* this name's bucket of this second */
-        PyObject *table = NULL; /* the second's, unless the bucket is remembered */
-        if (place.bucket) {
+        int owned = entry->bucket && entry->ts == ts; /* this second's bucket */
+        bucket_place place = {NULL, NULL, line.kind == KIND_VALUE && value_sketches};
+        PyObject *table = NULL; /* the second's, unless the entry owns its bucket */
+        if (owned) {
         } else if (ts == lim.now) {
             if (!now_table) {
                 now_table = table_for(buckets, lim.now);
@@ -1117,7 +1144,7 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         place.table = table;
         PyObject *minute_table = NULL; /* summaries[minute of ts] */
         long long minute = minute_of(ts);
-        if (line.kind == KIND_GAUGE || (place.sketched && !place.bucket)) {
+        if (line.kind == KIND_GAUGE || (place.sketched && !owned)) {
             if (minute == now_minute) {
                 if (!now_summaries) {
                     now_summaries = table_for(summaries, now_minute);
@@ -1131,18 +1158,11 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         }
         place.sketch_table = minute_table;
         int done = line.kind == KIND_GAUGE
-                       ? add_gauge(&place, minute_table, gauges, name, kind, line.value,
+                       ? add_gauge(entry, &place, ts, minute_table, gauges, line.value,
                                    line.delta, &created, capacity)
-                       : add_sample(&place, name, kind, line.value, line.rate, &created,
+                       : add_sample(entry, &place, ts, line.value, line.rate, &created,
                                     capacity, (int)alpha_bp, pending);
         if (done < 0) return NULL;
-        if (done == 1) { /* remembered for the name's next line */
-            if (place.used != entry->bucket) {
-                Py_INCREF(place.used);
-                Py_XSETREF(entry->bucket, place.used);
-            }
-            entry->ts = ts;
-        }
         if (done == 0) { /* made for nothing: no empty tables */
             if (table && PyDict_GET_SIZE(table) == 0) {
                 if (drop_if_empty(buckets, table, ts) < 0) return NULL;

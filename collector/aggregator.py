@@ -76,8 +76,8 @@ FastFeed = Callable[..., tuple[int, int, int, int, tuple[int, ...] | None]]
 
 class HeadCache(Protocol):
     """The fast path's name cache, head (bytes before ":") -> (name, kind): a dict for
-    the pure-Python loop; for the C pass, its HeadTable, which also remembers the
-    bucket each name last used, until forget_buckets()."""
+    the pure-Python loop; for the C pass, its HeadTable, whose entries also own the
+    buckets of their names' latest seconds (see Aggregator.buckets)."""
 
     def __len__(self) -> int: ...
     def __contains__(self, head: object) -> bool: ...
@@ -104,8 +104,9 @@ else:
     _C_REASON_BITS = {reason: 1 << i for i, reason in enumerate(_C_REASONS) if reason}
 
 
-def _remembers_nothing() -> None:
-    """forget_buckets of the pure-Python loop's dict, which remembers no bucket."""
+def _owns_nothing(*_name: str) -> None:
+    """forget_buckets and release of the pure-Python loop's name cache (a dict), which
+    owns no bucket."""
 
 
 def _c_sketch_type() -> type[Any] | None:
@@ -140,7 +141,9 @@ class Aggregator:
         self.parser = LineParser(
             max_line_length=config.max_line_length, max_age=config.retention_raw
         )
-        self.buckets: Buckets = {}
+        # The C pass's entries own the buckets of their names' latest seconds: their
+        # fields are newer than the lists'. Read them through ``buckets`` (or take()).
+        self._buckets: Buckets = {}
         self.sketches: Sketches = {}
         # Buckets in ``buckets`` plus summaries in ``sketches`` (summing the tables'
         # sizes is O(seconds)): what max_pending_buckets caps.
@@ -170,12 +173,16 @@ class Aggregator:
         self._held_count = 0
         # head (bytes before ":") -> (name, kind) for unkeyed names of a fixed kind:
         # the fast path of feed(). Cleared when the kinds change (learn_kinds). The C
-        # pass's table remembers buckets: _forget_buckets() wherever one may leave.
+        # pass's table owns buckets: _forget_buckets() before anything reads a bucket
+        # or takes one away, _release_bucket(name) before Python adds to one.
         self._known: HeadCache = {}
-        self._forget_buckets: Callable[[], None] = _remembers_nothing
+        self._forget_buckets: Callable[[], None] = _owns_nothing
+        self._release_bucket: Callable[[str], None] = _owns_nothing
         if feed_fast is not None and _head_table is not None:
             head_table = _head_table()
-            self._known, self._forget_buckets = head_table, head_table.forget_buckets
+            self._known = head_table
+            self._forget_buckets = head_table.forget_buckets
+            self._release_bucket = head_table.release
         self._tails: dict[bytes, tuple[float, Kind]] = {}  # b"1|c" -> (1.0, counter)
         # Idle names leave ``kinds`` (see evict_idle). name -> clock() of the last take()
         # that held a bucket of it (or of the sweep that first noticed it).
@@ -189,6 +196,13 @@ class Aggregator:
         self._quiet = 0
         self._quiet_until = -math.inf
         self._quiet_logged = -1
+
+    @property
+    def buckets(self) -> Buckets:
+        """The buckets not taken yet, their fields current (the C pass gives up the
+        buckets its name cache owns, so their lists hold every sample)."""
+        self._forget_buckets()
+        return self._buckets
 
     @property
     def pending_buckets(self) -> int:
@@ -222,7 +236,7 @@ class Aggregator:
         if feed_fast is not None:
             self._feed_c(feed_fast, data, now)
             return
-        buckets = self.buckets
+        buckets = self._buckets
         table = buckets.get(now)
         if table is None:
             table = buckets[now] = {}
@@ -242,7 +256,7 @@ class Aggregator:
         size = len(data)
         pos = added = tagged = 0
         known = self._known
-        buckets = self.buckets
+        buckets = self._buckets
         sketches = self.sketches
         gauges = self.gauges
         value_sketches = self.config.sketches
@@ -420,7 +434,8 @@ class Aggregator:
                 self.stats.drop(Reason.KIND_CONFLICT, 1, f"{name}: {kind} sample for a {known}")
                 return
         ts = now if timestamp is None else timestamp
-        table = self.buckets.get(ts)
+        self._release_bucket(name)  # the C pass's fields into the list first
+        table = self._buckets.get(ts)
         bucket = None if table is None else table.get(name)
         weight = 1.0 if rate == 1.0 else 1.0 / rate  # <= 1e6: the parser's RATE_FLOOR
         if kind == GAUGE:
@@ -478,7 +493,7 @@ class Aggregator:
             self.gauges[name] = value
         if bucket is None:
             if table is None:
-                table = self.buckets[ts] = {}
+                table = self._buckets[ts] = {}
             if sketched:
                 table[name] = [weight, total, value, value, kind, summary]
             else:
@@ -525,7 +540,7 @@ class Aggregator:
     def take(self) -> Taken:
         """Hand the current buckets and summaries to the flusher and start empty.
         The gauges' current values stay (a delta after a flush applies to them)."""
-        buckets, self.buckets = self.buckets, {}
+        buckets, self._buckets = self._buckets, {}
         sketches, self.sketches = self.sketches, {}
         self._forget_buckets()
         self._pending = 0
@@ -606,7 +621,7 @@ class Aggregator:
             if last is None:  # learnt but never taken yet (held, dropped, or in a bucket)
                 active[name] = now
             elif last < cutoff and name in kinds:
-                if any(name in table for table in self.buckets.values()):
+                if any(name in table for table in self._buckets.values()):
                     active[name] = now  # a sample since the last take: active after all
                     continue
                 self._forget(name)
@@ -639,13 +654,13 @@ class Aggregator:
 
     def _drop_pending(self, names: set[str]) -> None:
         self._forget_buckets()
-        for tables in (self.buckets, self.sketches):
+        for tables in (self._buckets, self.sketches):
             for key in list(tables):
                 table = tables[key]
                 for name in names.intersection(table):
                     item = table.pop(name)
                     self._pending -= 1
-                    if tables is self.buckets:
+                    if tables is self._buckets:
                         self.stats.drop(Reason.KIND_CONFLICT, round(item[0]),
                                         f"{name}: {item[4]} samples for a changed kind")
                 if not table:

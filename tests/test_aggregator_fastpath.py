@@ -223,7 +223,9 @@ def test_a_bucket_field_held_elsewhere_keeps_its_value(implementation: str) -> N
     agg.feed(b"held.c:3|c\nheld.v:1|ms\nheld.v:9|ms\nheld.g:+1|g", NOW)
     # the floats held here kept their values ...
     assert {name: [float(x) for x in fields] for name, fields in before.items()} == values
-    # ... and the buckets moved on
+    # ... and the buckets moved on (read through ``buckets``: the C pass's name cache
+    # owns them until then, their newest fields in its entries)
+    assert table is agg.buckets[NOW]
     assert table["held.c"][:4] == [4.0, 9.0, 2.0, 3.0]
     assert table["held.v"][:4] == [5.0, 25.0, 1.0, 9.0]
     assert table["held.g"][:4] == [4.0, 29.0, 7.0, 8.0]
