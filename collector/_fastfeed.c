@@ -1130,14 +1130,13 @@ static PyObject *feed_lines(PyObject *const *args, Py_ssize_t nargs, pending_sam
         int owned = entry->bucket && entry->ts == ts; /* this second's bucket */
         bucket_place place = {NULL, NULL, line.kind == KIND_VALUE && value_sketches};
         PyObject *table = NULL; /* the second's, unless the entry owns its bucket */
-        if (owned) {
-        } else if (ts == lim.now) {
+        if (!owned && ts == lim.now) {
             if (!now_table) {
                 now_table = table_for(buckets, lim.now);
                 if (!now_table) return NULL;
             }
             table = now_table;
-        } else {
+        } else if (!owned) {
             table = table_for(buckets, ts);
             if (!table) return NULL;
         }
