@@ -11,9 +11,9 @@
  *   (the bytes before ":") is in ``known`` (a HeadTable, below: head -> (name, kind) of
  *   unkeyed names whose kind is fixed: the name cache) with a matching kind, into
  *   ``buckets`` (epoch second -> name -> [cnt, sum, mn, mx, kind]) and, unless
- *   ``sketches`` is None, a value
- *   sample also into ``sketches`` (minute -> name -> protocol._sketch.Sketch of
- *   ``alpha_bp``, weight 1/rate), through the capsule API of protocol/sketch_capi.h;
+ *   ``sketches`` is None, a value sample also into ``sketches`` (minute -> name ->
+ *   protocol._sketch.Sketch of ``alpha_bp``, weight 1/rate), through the capsule API of
+ *   protocol/sketch_capi.h;
  *   a value bucket then holds its minute's sketch too, [cnt, sum, mn, mx, kind, sketch]. A
  *   |g line of a name known as a value is a value sample (gauges came later). It
  *   creates at most ``capacity`` new buckets and sketches together (what
@@ -38,8 +38,9 @@
  *
  * HeadTable()
  *   The name cache feed() reads: a mapping head (bytes) -> (name, kind) with len, in,
- *   [], get, pop, clear, and forget_buckets(), which Aggregator calls whenever a bucket
- *   may leave its second's table (each entry remembers the bucket its name last used).
+ *   [], get, pop, clear. Each entry owns the bucket of its name's latest second (its
+ *   fields newer than the list's) until forget_buckets() (all of them: before anything
+ *   reads or takes buckets) or release(name) (before Python adds to that name's).
  *
  * has_sketches() -> bool
  *   Whether protocol._sketch's capsule imports: without it feed() takes no sketches.
@@ -403,8 +404,8 @@ static GfSketchCAPI *get_sketch_api(void) {
 }
 
 /* ``*slot`` (a float of a bucket list) set to ``x``. A float only the list holds is
- * changed in place: no other reference can see it change, and a busy bucket so skips
- * an allocation and a free per field and sample. Floats are not cached or shared by
+ * changed in place: no other reference can see it change, and a bucket given back by
+ * its entry skips an allocation and a free per field. Floats are not cached or shared by
  * CPython (a new bucket's min and max are one object: two references, so replaced). */
 static int set_float(PyObject **slot, double x) {
     PyObject *old = *slot;
@@ -558,7 +559,7 @@ static int head_rebuild(HeadTable *t, Py_ssize_t need) {
     while (slots * 2 < (size_t)need * 3 + 3) slots *= 2;
     Py_ssize_t room = need < 8 ? 8 : need;
     int32_t *index = PyMem_Malloc(slots * sizeof(int32_t));
-    /* aligned: an entry is then exactly two cache lines */
+    /* aligned: an entry is then exactly three cache lines */
     head_entry *entries = aligned_alloc(64, (size_t)room * sizeof(head_entry));
     if (!index || !entries) {
         PyMem_Free(index);
