@@ -267,17 +267,23 @@ def merge_stored(rows: Sequence[IdSketch], stored: dict[SketchKey, bytes]
     placeholder a writer inserts to lock a new key (store.mysql): nothing stored yet.
 
     Raises SketchDataError when a stored summary cannot be read (never stored by us)."""
-    out: list[tuple[int, int, bytes]] = []
-    for metric_id, ts, kind, data in rows:
-        old = stored.get((metric_id, ts))
-        if old:
-            try:
-                data = summary.merge(kind, [old, data])
-            except ValueError as exc:
-                raise SketchDataError(metric_id, ts, f"the stored {kind} summary cannot be "
-                                      f"merged: {exc}") from exc
-        out.append((metric_id, ts, data))
-    return out
+    return [(metric_id, ts, merge_into_stored(kind, metric_id, ts, stored.get((metric_id, ts)),
+                                              data))
+            for metric_id, ts, kind, data in rows]
+
+
+def merge_into_stored(kind: Kind, metric_id: int, ts: int, old: bytes | None,
+                      data: bytes) -> bytes:
+    """``data`` merged into ``old``, the summary stored for (metric_id, ts), if any.
+
+    Raises SketchDataError when ``old`` cannot be read."""
+    if not old:
+        return data
+    try:
+        return summary.merge(kind, [old, data])
+    except ValueError as exc:
+        raise SketchDataError(metric_id, ts, f"the stored {kind} summary cannot be "
+                              f"merged: {exc}") from exc
 
 
 def sketch_plan(start: int, end: int, interval: int) -> list[tuple[str, int, int]]:

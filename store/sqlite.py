@@ -65,7 +65,7 @@ from store.rollups import (
     fill_groups_sql,
     group_sketches,
     merge_buckets,
-    merge_stored,
+    merge_into_stored,
     plan_reads,
     read_sum,
     rollup,
@@ -94,6 +94,33 @@ _SKETCH_UPSERT = (
     "INSERT INTO {table} (metric_id, ts, data) VALUES (?, ?, ?) "
     "ON CONFLICT (metric_id, ts) DO UPDATE SET data = excluded.data"
 )
+# A flush's summaries are merged into what is stored inside the upsert, by a function of
+# the connection's (_SummaryMerge), from IdSketch rows as they are: (metric_id, ts, kind,
+# data), and a gauge's new value simply wins, with no call (CASE evaluates only the
+# branch it takes). A SELECT per key and a Python pass over the stored blobs took ~2x as
+# long (20,000 series in 3-second batches, and 1,000 in 1-second batches).
+_MERGE_FUNCTION = "gf_merge_summary"
+_SKETCH_MERGE = (
+    "INSERT INTO {table} (metric_id, ts, data) VALUES (?1, ?2, ?4) "
+    "ON CONFLICT (metric_id, ts) DO UPDATE SET data = CASE WHEN ?3 = 'gauge' "
+    f"THEN excluded.data ELSE {_MERGE_FUNCTION}(?3, metric_id, ts, data, excluded.data) END"
+)
+
+
+class _SummaryMerge:
+    """The SQL function of _SKETCH_MERGE: store.rollups.merge_into_stored. sqlite3 turns
+    what it raises into an OperationalError that names no row, so the SketchDataError,
+    with its key, is kept here for the writer to raise instead."""
+
+    def __init__(self) -> None:
+        self.failure: SketchDataError | None = None
+
+    def __call__(self, kind: Kind, metric_id: int, ts: int, old: bytes, data: bytes) -> bytes:
+        try:
+            return merge_into_stored(kind, metric_id, ts, old, data)
+        except SketchDataError as exc:
+            self.failure = exc
+            raise
 
 
 class SQLiteStore:
@@ -130,7 +157,10 @@ class SQLiteStore:
             # FULL: a commit is on disk when it returns, so an acknowledged HTTP point
             # survives power loss too; group commit keeps the fsync count low.
             conn.execute("PRAGMA synchronous = FULL")
+            merge = _SummaryMerge()
+            conn.create_function(_MERGE_FUNCTION, 5, merge, deterministic=True)
             self._local.conn = conn
+            self._local.merge = merge
             with self._lock:
                 self._connections.append(conn)
         return conn
@@ -267,7 +297,7 @@ class SQLiteStore:
                 conn.executemany(upsert, level)
             if sketches:
                 try:
-                    _merge_sketches(conn, sketches)
+                    _merge_sketches(conn, sketches, self._local.merge)
                 except SketchDataError as exc:
                     names = {known[0]: name for name, known in (*ids.items(), *created.items())}
                     raise StoreError(f"sqlite: a sketch of {exc.describe(names)}") from exc
@@ -749,22 +779,23 @@ def _chunks(items: list[T]) -> list[list[T]]:
     return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
 
 
-def _merge_sketches(conn: sqlite3.Connection, sketches: list[IdSketch]) -> None:
+def _merge_sketches(conn: sqlite3.Connection, sketches: list[IdSketch],
+                    merge: _SummaryMerge) -> None:
     """Merge a batch's summaries into every level: the batch's rows of one key merged
-    first, then into what is stored (the writer thread is the only writer: no locks to
-    order, but the same read-merge-write as MySQL). Raises SketchDataError."""
+    first, then into what is stored, by the upsert itself (the writer thread is the only
+    writer: no locks to order; MySQL reads, merges and writes). Raises SketchDataError."""
     level = sketches
     checked = False
     for table, step in SKETCH_LEVELS:  # hours from the batch's merged minutes
         level = group_sketches(level, step, checked=checked)
         checked = True
-        stored: dict[tuple[int, int], bytes] = {}
-        for metric_id, ts, _kind, _data in level:
-            row = conn.execute(f"SELECT data FROM {table} WHERE metric_id = ? AND ts = ?",
-                               (metric_id, ts)).fetchone()
-            if row is not None:
-                stored[(metric_id, ts)] = row[0]
-        conn.executemany(_SKETCH_UPSERT.format(table=table), merge_stored(level, stored))
+        try:
+            conn.executemany(_SKETCH_MERGE.format(table=table), level)
+        except sqlite3.OperationalError:
+            failure, merge.failure = merge.failure, None
+            if failure is None:
+                raise
+            raise failure from None
 
 
 def _fill_overflowing_rollups(conn: sqlite3.Connection) -> None:
