@@ -27,5 +27,13 @@ setup(
             optional=True,
             extra_compile_args=["-O2", "-ffp-contract=off"],
         ),
+        # store/_sqltext.c: the text of MySQL's point upserts (store/mysql.py's
+        # python_upsert_statement is the reference; tests/test_store.py holds them equal).
+        Extension(
+            "store._sqltext",
+            ["store/_sqltext.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

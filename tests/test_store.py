@@ -518,8 +518,9 @@ async def test_stored_values_are_read_back_exactly_over_short_and_long_ranges(
     """Awkward doubles survive the round trip, read as one GROUP_CONCAT string (MySQL,
     a range of at most CONCAT_MAX_ROWS seconds) and row by row (a longer range)."""
     t = past_day()
+    # and the few-decimal forms of the C text of MySQL's upserts (tests/test_sqltext.py)
     awkward = [0.1 + 0.2, 1 / 3, 5e-324, 1.7976931348623157e308, -123456789.12345678,
-               2.0**53 + 2, -0.0, 1e-300, 7.0]
+               2.0**53 + 2, -0.0, 1e-300, 7.0, 14.391172, 0.05, -0.001, 1e-9, 2.0**52 + 0.5]
     points = [bucket("exact.v", "value", t + i, 1 + i / 7, x, x - abs(x) / 3, x)
               for i, x in enumerate(awkward)]
     assert (await store.write_batch(Batch("w", 1, points))).applied
