@@ -1065,11 +1065,16 @@ async def _merge_sketches(cursor: Cursor, table: str, rows: list[IdSketch]) -> N
     existed are read (a chunk whose every key was created skips the read); the merged
     summaries replace the placeholders before COMMIT, so no reader ever sees one.
 
+    A gauge's new value simply wins: its key is neither locked first nor read, only
+    written by the last statements, in their ascending order, after the merged keys
+    (every writer locks all of those before any gauge: still one order).
+
     Raises SketchDataError when a stored summary cannot be read.
     """
+    merging = [row for row in rows if row[2] != "gauge"]
     stored: dict[tuple[int, int], bytes] = {}
-    for start in range(0, len(rows), SKETCH_CHUNK):
-        chunk = rows[start : start + SKETCH_CHUNK]
+    for start in range(0, len(merging), SKETCH_CHUNK):
+        chunk = merging[start : start + SKETCH_CHUNK]
         keys = ",".join(["(%d,%d)" % (row[0], row[1]) for row in chunk])  # noqa: UP031
         await cursor.execute(
             f"INSERT INTO {table} (metric_id, ts, data) VALUES "
@@ -1081,8 +1086,10 @@ async def _merge_sketches(cursor: Cursor, table: str, rows: list[IdSketch]) -> N
                 f"SELECT metric_id, ts, data FROM {table} WHERE (metric_id, ts) IN ({keys})")
             stored.update(((int(m), int(t)), bytes(d)) for m, t, d in await cursor.fetchall())
     loop = asyncio.get_running_loop()
-    merged = await loop.run_in_executor(None, merge_stored, rows, stored)
-    for statement in _sketch_statements(table, merged):
+    merged = iter(await loop.run_in_executor(None, merge_stored, merging, stored))
+    ordered = [(metric_id, ts, data) if kind == "gauge" else next(merged)
+               for metric_id, ts, kind, data in rows]
+    for statement in _sketch_statements(table, ordered):
         await cursor.execute(statement)
 
 

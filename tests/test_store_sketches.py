@@ -364,19 +364,25 @@ async def test_concurrent_mariadb_writers_of_the_same_keys_never_deadlock(
     mysql_url: str,
 ) -> None:
     """Two stores (two pools of four connections), 80 flushes at once, each a random
-    half of the same 150 metric-minutes: the placeholder upsert locks every key in one
-    order, so they wait for each other and never deadlock (no retry even), and every
-    delta counts once."""
+    half of the same 150 metric-minutes and of 60 gauge-minutes, their ids interleaved:
+    the placeholder upsert locks every merged key in one order before any gauge's key
+    is written, so they wait for each other and never deadlock (no retry even), every
+    delta counts once, and each gauge holds a value written to it."""
     stores = [MySQLStore.from_url(mysql_url, pool_size=4) for _ in range(2)]
     await stores[0].migrate()
     rng = random.Random(7)
     names = [f"c.{n}" for n in range(50)]
+    gauges = [f"c.{n}.g" for n in range(20)]
     minutes = [BASE + 60 * m for m in (0, 1, 59)]
     keys = [(name, ts) for name in names for ts in minutes]
-    # Create the metrics first: the race under test is the sketches'.
-    await stores[0].write_batch(Batch("seed", 1, [(n, "value", BASE, 1.0, 1.0, 1.0, 1.0)
-                                                  for n in names]))
+    gauge_keys = [(name, ts) for name in gauges for ts in minutes]
+    # Create the metrics first (ids of both kinds interleaved): the race under test is
+    # the sketches'.
+    await stores[0].write_batch(Batch("seed", 1, [
+        (n, "gauge" if n in gauges else "value", BASE, 1.0, 1.0, 1.0, 1.0)
+        for n in sorted(names + gauges)]))
     expected: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+    written: dict[tuple[str, int], set[float]] = {key: set() for key in gauge_keys}
     batches: list[tuple[int, Batch]] = []
     for n in range(80):
         rows: list[SketchRow] = []
@@ -384,6 +390,9 @@ async def test_concurrent_mariadb_writers_of_the_same_keys_never_deadlock(
             samples = [float(rng.randrange(1, 10_000)) for _ in range(rng.randrange(1, 40))]
             expected[(name, ts)] += samples
             rows.append((name, "value", ts, sketch(samples)))
+        for name, ts in rng.sample(gauge_keys, len(gauge_keys) // 2):
+            written[(name, ts)].add(float(n))
+            rows.append(gauge(name, ts, float(n)))
         points: list[PointRow] = [(name, "value", ts + 1, 1.0, 2.0, 2.0, 2.0)
                                   for name, _kind, ts, _data in rows[:20]]
         batches.append((n % 2, Batch(f"writer-{n % 2}", n, points, rows)))
@@ -399,6 +408,12 @@ async def test_concurrent_mariadb_writers_of_the_same_keys_never_deadlock(
             [(_, hour)] = await stores[1].read_sketches(metric, "value", BASE, BASE + 3600,
                                                         3600)
             assert hour == sketch([x for ts in minutes for x in expected[(name, ts)]])
+        for name in gauges[:5]:
+            metric = await mid(stores[1], name)
+            lasts = dict(await stores[1].read_sketches(metric, "gauge", BASE, BASE + 3600, 60))
+            assert set(lasts) == {ts for ts in minutes if written[(name, ts)]}
+            for ts, data in lasts.items():
+                assert summary.decode_last(data) in written[(name, ts)], (name, ts)
     finally:
         for opened in stores:
             await opened.close()
