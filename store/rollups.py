@@ -69,6 +69,17 @@ def upsert_assignments(new: str, least: str, greatest: str) -> str:
     ])
 
 
+def upsert_update_where(new: str, least: str, greatest: str) -> str:
+    """The additive upsert as ``DO UPDATE SET ... WHERE`` (SQLite's upsert has the
+    WHERE, MySQL's ON DUPLICATE KEY UPDATE not): the guard is evaluated once, not once
+    per column, and a row it refuses keeps what it had, as with
+    ``upsert_assignments``. Every term sees the old row (SQLite evaluates the whole SET
+    list before assigning), so the order does not matter here."""
+    return (f"cnt = cnt + {new.format('cnt')}, mn = {least}(mn, {new.format('mn')}), "
+            f"mx = {greatest}(mx, {new.format('mx')}), `sum` = `sum` + {new.format('`sum`')} "
+            "WHERE " + SUM_FITS_SQL.format(new=new.format("`sum`")))
+
+
 # Migration 2 fills the rollups from the seconds an older install stored. SQL adds them,
 # but in the order of the GROUP BY and unguarded: a partial sum could overflow (SQLite
 # would store inf, MariaDB fails with error 1264). So SQL fills only the groups whose

@@ -71,7 +71,7 @@ from store.rollups import (
     rollup,
     scaled_sum_sql,
     sketch_plan,
-    upsert_assignments,
+    upsert_update_where,
     window_plan,
 )
 from store.schema import (
@@ -86,7 +86,7 @@ T = TypeVar("T")
 
 _UPSERT_TABLE = (
     "INSERT INTO {table} (metric_id, ts, cnt, `sum`, mn, mx) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (metric_id, ts) DO UPDATE SET " + upsert_assignments("excluded.{}", "min", "max")
+    "ON CONFLICT (metric_id, ts) DO UPDATE SET " + upsert_update_where("excluded.{}", "min", "max")
 )
 _UPSERT = _UPSERT_TABLE.format(table="points_1s")
 _ROLLUP_UPSERTS = [(_UPSERT_TABLE.format(table=table), step) for table, step in ROLLUPS]
