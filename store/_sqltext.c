@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,10 @@ typedef struct {
     long long id, ts;
     double values[4];
 } Row;
+
+/* %.17g follows the thread's LC_NUMERIC, and SQL wants a '.' whatever a library may
+   have set: the text is formatted in the C locale (uselocale is per thread). */
+static locale_t c_numeric;
 
 #define ROW_FIELDS 6
 /* "(" + two int64 + four doubles of at most 24 characters + ",", ")," */
@@ -121,7 +126,7 @@ static char *write_double(char *at, double value) {
     return at + sprintf(at, "%.17g", value);
 }
 
-static PyObject *statement(PyObject *module, PyObject *args) {
+static PyObject *statement(PyObject *Py_UNUSED(module), PyObject *args) {
     const char *head, *tail;
     Py_ssize_t head_len, tail_len;
     PyObject *rows;
@@ -155,6 +160,7 @@ static PyObject *statement(PyObject *module, PyObject *args) {
     }
     char *at = text;
     Py_BEGIN_ALLOW_THREADS
+    locale_t previous = uselocale(c_numeric);
     memcpy(at, head, (size_t)head_len);
     at += head_len;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -171,6 +177,7 @@ static PyObject *statement(PyObject *module, PyObject *args) {
     }
     memcpy(at, tail, (size_t)tail_len);
     at += tail_len;
+    uselocale(previous);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(copied);
     PyObject *result = PyUnicode_DecodeASCII(text, at - text, NULL);
@@ -193,4 +200,10 @@ static struct PyModuleDef module = {
     "The text of MySQL's multi-row point upserts, in C (store/mysql.py).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__sqltext(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__sqltext(void) {
+    if (c_numeric == (locale_t)0) {
+        c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+        if (c_numeric == (locale_t)0) return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyModule_Create(&module);
+}
