@@ -171,9 +171,10 @@ def encoded(sketches: Sketches) -> list[tuple[str, str, int, bytes]]:
 
 
 def build_sanitized(source: Path, out: Path) -> Path:
-    """The extension built with -fsanitize=address,undefined into ``out``."""
+    """The extension of ``source`` built with -fsanitize=address,undefined into ``out``
+    (tests/test_sqltext.py builds store/_sqltext.c so too)."""
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    target = out / f"_fastfeed{suffix}"
+    target = out / f"{source.stem}{suffix}"
     subprocess.run(
         ["gcc", "-shared", "-fPIC", "-g", "-O1", "-fno-omit-frame-pointer",
          "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
@@ -183,20 +184,24 @@ def build_sanitized(source: Path, out: Path) -> Path:
     return target
 
 
-def run_sanitized(module: Path, lines_count: int) -> subprocess.CompletedProcess[str]:
+def sanitizer_env() -> dict[str, str]:
+    """The environment of a Python that loads a sanitized extension."""
     libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], check=True,
                              capture_output=True, text=True).stdout.strip()
-    env = {
+    return {
         **os.environ,
         "LD_PRELOAD": libasan,
         "PYTHONMALLOC": "malloc",  # every object its own allocation: ASan sees overreads
         "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99",
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98",
     }
+
+
+def run_sanitized(module: Path, lines_count: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tests.fastfeed_diff", "--lines", str(lines_count),
          "--module", str(module)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT, env=sanitizer_env(), capture_output=True, text=True, timeout=1800,
     )
 
 

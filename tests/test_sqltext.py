@@ -10,13 +10,17 @@ import math
 import os
 import re
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from store import mysql
+from tests.test_fastfeed_differential import ROOT, build_sanitized, sanitizer_env
 
 IdRow = tuple[int, int, float, float, float, float]
 TAIL = mysql._UPSERT_TAIL
@@ -97,3 +101,62 @@ def test_a_row_of_another_shape_is_refused(statement: Statement, row: object) ->
         statement("H ", [row], TAIL)
     with pytest.raises(OverflowError):
         statement("H ", [(2**64, 2, 1.0, 1.0, 1.0, 1.0)], TAIL)
+
+
+# The C text under AddressSanitizer and UndefinedBehaviorSanitizer: random rows of the
+# awkward doubles, each read back, and the refusals (their error paths free what the
+# copy took).
+SANITIZED = r"""
+import importlib.util, math, random, struct, sys
+spec = importlib.util.spec_from_file_location("store._sqltext", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+rng = random.Random(15)
+awkward = [0.0, -0.0, 5e-324, 1.7976931348623157e308, 2.0**53, 2.0**52 + 0.5, 0.05,
+           14.391172, -0.001, 1e-9, 1 / 3]
+def value():
+    pick = rng.random()
+    if pick < 0.3:
+        return rng.choice(awkward) * rng.choice((1, -1))
+    if pick < 0.6:
+        return rng.randrange(-10**12, 10**12) / 10 ** rng.randrange(0, 12)
+    return struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+checked = 0
+for _ in range(3000):
+    rows = []
+    while len(rows) < rng.randrange(0, 40):
+        row = (rng.getrandbits(63), rng.randrange(-2**62, 2**62),
+               *(value() for _ in range(4)))
+        if all(math.isfinite(x) for x in row[2:]):
+            rows.append(row)
+    text = module.statement("H ", rows, " T")
+    for row, got in zip(rows, text[2:-2].strip("()").split("),("), strict=False):
+        if rows:
+            parts = got.split(",")
+            assert int(parts[0]) == row[0] and int(parts[1]) == row[1], (row, got)
+            assert [struct.pack("<d", float(p)) for p in parts[2:]] == [
+                struct.pack("<d", x) for x in row[2:]], (row, got)
+            checked += 1
+for bad in ([(1, 2, 1.0, 1.0, 1.0, math.nan)], [(1, 2, 1.0)], [(1, 2, 1.0, 1.0, 1.0, "x")],
+            [(2**64, 1, 1.0, 1.0, 1.0, 1.0)], [(1, 2, 1.0, 1.0, 1.0, 1.0), None]):
+    try:
+        module.statement("H ", bad, " T")
+    except (ValueError, TypeError, OverflowError):
+        pass
+    else:
+        raise AssertionError(bad)
+print("checked", checked)
+"""
+
+
+def test_the_c_text_under_asan_and_ubsan(tmp_path: Path) -> None:
+    if os.environ.get("GF_TEST_REQUIRE_SERVICES") != "1" and subprocess.run(
+            ["which", "gcc"], capture_output=True).returncode:
+        pytest.skip("gcc not found")
+    module = build_sanitized(ROOT / "store" / "_sqltext.c", tmp_path)
+    result = subprocess.run([sys.executable, "-c", SANITIZED, str(module)],
+                            env=sanitizer_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-6000:]
+    assert int(result.stdout.split()[-1]) > 10_000  # rows read back
+    assert "ERROR: AddressSanitizer" not in result.stderr
+    assert "runtime error" not in result.stderr
