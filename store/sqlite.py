@@ -94,11 +94,12 @@ _SKETCH_UPSERT = (
     "INSERT INTO {table} (metric_id, ts, data) VALUES (?, ?, ?) "
     "ON CONFLICT (metric_id, ts) DO UPDATE SET data = excluded.data"
 )
-# A flush's summaries are merged into what is stored inside the upsert, by a function of
-# the connection's (_SummaryMerge), from IdSketch rows as they are: (metric_id, ts, kind,
-# data), and a gauge's new value simply wins, with no call (CASE evaluates only the
-# branch it takes). A SELECT per key and a Python pass over the stored blobs took ~2x as
-# long (20,000 series in 3-second batches, and 1,000 in 1-second batches).
+# A flush's summaries are merged into what is stored inside the upsert, by a function
+# registered on each connection (_SummaryMerge), from IdSketch rows as they are:
+# (metric_id, ts, kind, data). A gauge's new value simply wins, with no call (CASE
+# evaluates only the branch it takes). A SELECT per key and a Python pass over the
+# stored blobs took ~2x as long (20,000 series in 3-second batches, and 1,000 in
+# 1-second batches).
 _MERGE_FUNCTION = "gf_merge_summary"
 _SKETCH_MERGE = (
     "INSERT INTO {table} (metric_id, ts, data) VALUES (?1, ?2, ?4) "
