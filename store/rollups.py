@@ -50,34 +50,35 @@ MAX_FLOAT: Final = sys.float_info.max
 SUM_FITS_SQL: Final = "ABS({new}) <= " + repr(MAX_FLOAT) + " - ABS(`sum`)"
 
 
+def _merged_columns(new: str, least: str, greatest: str) -> list[tuple[str, str]]:
+    """(column, merged value) of the additive upsert, ``sum`` last, ``new`` the incoming
+    row's column as the dialect spells it (``VALUES({})`` in MySQL, ``excluded.{}`` in
+    SQLite), ``least`` and ``greatest`` its two-argument min and max (``LEAST``;
+    SQLite's ``min``)."""
+    return [("cnt", "cnt + " + new.format("cnt")),
+            ("mn", f"{least}(mn, {new.format('mn')})"),
+            ("mx", f"{greatest}(mx, {new.format('mx')})"),
+            ("`sum`", "`sum` + " + new.format("`sum`"))]
+
+
 def upsert_assignments(new: str, least: str, greatest: str) -> str:
-    """The SET list of the additive upsert, ``new`` the incoming row's column as the
-    dialect spells it (``VALUES({})`` in MySQL, ``excluded.{}`` in SQLite), ``least``
-    and ``greatest`` its two-argument min and max (``LEAST``; SQLite's ``min``). ``sum`` is
-    assigned last: MySQL evaluates the list in order, each term seeing the ones before,
-    so every guard must read the old ``sum``."""
+    """The SET list of the additive upsert (arguments as in ``_merged_columns``), each
+    column guarded by a CASE: for MySQL's ON DUPLICATE KEY UPDATE, which has no WHERE.
+    ``sum`` is assigned last: MySQL evaluates the list in order, each term seeing the
+    ones before, so every guard must read the old ``sum``."""
     fits = SUM_FITS_SQL.format(new=new.format("`sum`"))
-
-    def guarded(column: str, merged: str) -> str:
-        return f"{column} = CASE WHEN {fits} THEN {merged} ELSE {column} END"
-
-    return ", ".join([
-        guarded("cnt", "cnt + " + new.format("cnt")),
-        guarded("mn", f"{least}(mn, {new.format('mn')})"),
-        guarded("mx", f"{greatest}(mx, {new.format('mx')})"),
-        guarded("`sum`", "`sum` + " + new.format("`sum`")),
-    ])
+    return ", ".join(f"{column} = CASE WHEN {fits} THEN {merged} ELSE {column} END"
+                     for column, merged in _merged_columns(new, least, greatest))
 
 
 def upsert_update_where(new: str, least: str, greatest: str) -> str:
     """The additive upsert as ``DO UPDATE SET ... WHERE`` (SQLite's upsert has the
-    WHERE, MySQL's ON DUPLICATE KEY UPDATE not): the guard is evaluated once, not once
-    per column, and a row it refuses keeps what it had, as with
-    ``upsert_assignments``. Every term sees the old row (SQLite evaluates the whole SET
-    list before assigning), so the order does not matter here."""
-    return (f"cnt = cnt + {new.format('cnt')}, mn = {least}(mn, {new.format('mn')}), "
-            f"mx = {greatest}(mx, {new.format('mx')}), `sum` = `sum` + {new.format('`sum`')} "
-            "WHERE " + SUM_FITS_SQL.format(new=new.format("`sum`")))
+    WHERE): the guard is evaluated once, not once per column, and a row it refuses
+    keeps what it had, as with ``upsert_assignments``. Every term sees the old row
+    (SQLite evaluates the whole SET list before assigning)."""
+    return (", ".join(f"{column} = {merged}"
+                      for column, merged in _merged_columns(new, least, greatest))
+            + " WHERE " + SUM_FITS_SQL.format(new=new.format("`sum`")))
 
 
 # Migration 2 fills the rollups from the seconds an older install stored. SQL adds them,
