@@ -28,7 +28,8 @@ setup(
             extra_compile_args=["-O2", "-ffp-contract=off"],
         ),
         # store/_sqltext.c: the text of MySQL's point upserts (store/mysql.py's
-        # python_upsert_statement is the reference; tests/test_store.py holds them equal).
+        # python_upsert_statement is the reference; tests/test_sqltext.py holds both to
+        # read back bit for bit).
         Extension(
             "store._sqltext",
             ["store/_sqltext.c"],

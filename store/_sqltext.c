@@ -2,16 +2,14 @@
 
    A flush sends its points to MariaDB as INSERT ... VALUES (id,ts,cnt,sum,mn,mx),...
    text (aiomysql has no binary protocol). Python's repr of a double (store/mysql.py's
-   _upsert_statement, the reference and the fallback) costs ~0.75 us for a timer's
-   value here, and a flush of 20,000 series writes ~5 rows of 4 doubles per series and
-   batch: the text was a third of the daemon's CPU per flushed metric-second.
+   python_upsert_statement, the reference and the fallback) costs ~0.75 us for a
+   timer's value here, and a flush of 20,000 series writes ~5 rows of 4 doubles per
+   series and batch: the text was a third of the daemon's CPU per flushed metric-second.
 
-   Here an integral double below 2**53 is written as an integer (exact, and what most
-   counts, counters and integer gauges are) and any other as %.17g, which always
-   reads back as the same double (17 significant digits identify every double; MariaDB
-   reads it with a correctly rounded conversion). The doubles are copied out of the
-   rows with the GIL held and formatted without it, so a statement built in a worker
-   thread runs beside the event loop. */
+   Here each double is written in the first of three forms that reads back as the
+   same double (write_double): an integer, a decimal with at most 9 decimals, or
+   %.17g. The doubles are copied out of the rows with the GIL held and formatted
+   without it, so a statement built in a worker thread runs beside the event loop. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
